@@ -1,0 +1,147 @@
+"""`ckpt-tui inspect PATH`: what a checkpoint (or TensorBoard run) holds, as text or JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from ckpt_tui.commands.output import console, human_bytes, human_count, print_json, shape_text
+from ckpt_tui.core import dtypes as dt
+from ckpt_tui.core.inspect import detect, open_checkpoint
+from ckpt_tui.core.model import Checkpoint, Kind, RunLog
+from ckpt_tui.core.serialize import checkpoint_to_json, run_to_json
+
+NAME = "inspect"
+HELP = "Show what a checkpoint holds: kind, step, world sizes, dtypes, and the parameter tree."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="checkpoint folder or file (HF, DeepSpeed ZeRO/universal) or TensorBoard run")
+    p.add_argument("--json", action="store_true", help="emit JSON (schema ckpt-tui.checkpoint/1)")
+    p.add_argument("--flat", action="store_true", help="one row per tensor instead of the grouped tree")
+    p.add_argument("--no-tensors", action="store_true", help="summary only")
+
+
+def run(args: argparse.Namespace) -> int:
+    if detect(args.path) is Kind.TENSORBOARD:
+        from ckpt_tui.core.formats.tensorboard import read_run_log
+
+        run_log = read_run_log(args.path)
+        if args.json:
+            print_json(run_to_json(run_log))
+        else:
+            render_run(run_log)
+        return 0
+    ckpt = open_checkpoint(args.path)
+    if args.json:
+        print_json(checkpoint_to_json(ckpt))
+    else:
+        render_checkpoint(ckpt, flat=args.flat, tensors=not args.no_tensors)
+    return 0
+
+
+def facts(ckpt: Checkpoint) -> list[tuple[str, str]]:
+    """Header facts in display order, empty ones left out."""
+    rows: list[tuple[str, str | None]] = [
+        ("tag", ckpt.tag),
+        ("step", None if ckpt.step is None else str(ckpt.step)),
+        ("ZeRO stage", None if ckpt.zero_stage is None else str(ckpt.zero_stage)),
+        ("DP world size", None if ckpt.dp_world_size is None else str(ckpt.dp_world_size)),
+        ("MP world size", None if ckpt.mp_world_size is None else str(ckpt.mp_world_size)),
+        ("precision", dt.short(ckpt.compute_dtype) if ckpt.compute_dtype else None),
+        ("DeepSpeed", ckpt.ds_version),
+        ("optimizer states", ", ".join(ckpt.optimizer_states) or None),
+        ("layout", ckpt.metadata.get("layout")),
+        ("tags", ", ".join(ckpt.metadata["tags"]) if len(ckpt.metadata.get("tags") or []) > 1 else None),
+    ]
+    for key, value in ckpt.config.items():
+        if key != "zero_stage":
+            rows.append((key, str(value)))
+    tied = ", ".join(f"{a} -> {o}" for a, o in ckpt.shared_params.items())
+    rows.append(("tied", tied or None))
+    frozen = [t.name for t in ckpt.tensors if t.frozen]
+    rows.append(("frozen", f"{len(frozen)}: {', '.join(frozen[:3])}{' ...' if len(frozen) > 3 else ''}" if frozen else None))
+    return [(k, v) for k, v in rows if v]
+
+
+def render_checkpoint(ckpt: Checkpoint, *, flat: bool, tensors: bool) -> None:
+    out = console()
+    stored = [t for t in ckpt.tensors if t.tied_to is None]
+    out.print(f"[bold]{ckpt.kind.label}[/]  {ckpt.path}")
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="dim")
+    head.add_column()
+    for key, value in facts(ckpt):
+        head.add_row(key, value)
+    head.add_row("parameters", f"{ckpt.total_numel:,} in {len(stored)} tensors ({human_bytes(ckpt.total_bytes)})")
+    head.add_row("files", f"{len(ckpt.files)} ({human_bytes(ckpt.files_bytes)} on disk)")
+    out.print(head)
+    by_dtype = Table(box=None, title_justify="left", padding=(0, 2))
+    for col in ("dtype", "tensors", "bytes"):
+        by_dtype.add_column(col, justify="left" if col == "dtype" else "right")
+    for dtype, (count, nbytes) in ckpt.dtypes.items():
+        by_dtype.add_row(dtype, str(count), human_bytes(nbytes))
+    out.print()
+    out.print(by_dtype)
+    for warning in ckpt.warnings:
+        out.print(f"[yellow]warning:[/] {warning}")
+    if not tensors:
+        return
+    out.print()
+    if flat:
+        out.print(_flat_table(ckpt))
+    else:
+        out.print(_tree_table(ckpt))
+
+
+def _columns(table: Table) -> None:
+    table.add_column("name", no_wrap=True, overflow="ellipsis", ratio=1)
+    for col in ("shape", "dtype", "numel", "bytes", "share"):
+        table.add_column(col, justify="left" if col == "dtype" else "right", no_wrap=True)
+
+
+def _flat_table(ckpt: Checkpoint) -> Table:
+    table = Table(box=None, padding=(0, 2))
+    _columns(table)
+    total = max(ckpt.total_bytes, 1)
+    for t in ckpt.tensors:
+        note = f" [dim]= {t.tied_to}[/]" if t.tied_to else (" [dim](frozen)[/]" if t.frozen else "")
+        share = "" if t.tied_to else f"{100 * (t.nbytes or 0) / total:.1f}%"
+        table.add_row(t.name + note, shape_text(t.shape), dt.short(t.dtype), f"{t.numel:,}", human_bytes(t.nbytes), share)
+    return table
+
+
+def _tree_table(ckpt: Checkpoint) -> Table:
+    from ckpt_tui.core.tree import build_tree
+
+    table = Table(box=None, padding=(0, 2))
+    _columns(table)
+    root = build_tree(ckpt.tensors)
+
+    def walk(node, depth: int) -> None:
+        for child in node.children:
+            label = "  " * depth + child.label
+            if child.tensor is not None:
+                t = child.tensor
+                note = f" [dim]= {t.tied_to}[/]" if t.tied_to else (" [dim](frozen)[/]" if t.frozen else "")
+                table.add_row(label + note, shape_text(t.shape), dt.short(t.dtype), f"{t.numel:,}", human_bytes(t.nbytes), f"{100 * child.share:.1f}%")
+            else:
+                table.add_row(f"[bold]{label}[/]", "", "", human_count(child.numel), human_bytes(child.nbytes), f"{100 * child.share:.1f}%")
+                walk(child, depth + 1)
+
+    walk(root, 0)
+    return table
+
+
+def render_run(run: RunLog) -> None:
+    out = console()
+    out.print(f"[bold]{run.kind.label}[/]  {run.path}")
+    out.print(f"{len(run.event_files)} event file(s), {human_bytes(run.files_bytes)}, last step {run.last_step}")
+    table = Table(box=None, padding=(0, 2))
+    for col in ("tag", "points", "first step", "last step"):
+        table.add_column(col, justify="left" if col == "tag" else "right")
+    for t in run.tags:
+        table.add_row(t.tag, f"{t.points:,}", str(t.first_step), str(t.last_step))
+    out.print(table)

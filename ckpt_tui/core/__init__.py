@@ -1,0 +1,1 @@
+"""Core library: no Textual, no rich. Everything the CLI and the TUI show comes from here."""

@@ -1,0 +1,22 @@
+"""One error type for every problem a user's input can have.
+
+The CLI turns a :class:`CkptError` into a single line ``ckpt-tui: error: <path>: <problem>`` and exit
+code 2; the TUI shows the same text. Anything else escaping the core is a bug in ckpt-tui.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CkptError(Exception):
+    """A problem with the user's files or arguments, explained in one line."""
+
+    def __init__(self, path: str | Path | None, problem: str) -> None:
+        self.path = str(path) if path is not None else None
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class UnsafePickleError(CkptError):
+    """A pickle asked for a class or function outside the allowlist: it was not loaded."""

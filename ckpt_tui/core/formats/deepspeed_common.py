@@ -1,0 +1,167 @@
+"""Facts shared by DeepSpeed ZeRO and universal folders: file names, tags, model_states contents."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ckpt_tui.core import dtypes as dt
+from ckpt_tui.core import safe_pickle
+from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.model import Checkpoint, FileEntry
+
+LATEST = "latest"
+LATEST_UNIVERSAL = "latest_universal"
+
+# zero_pp_rank_{dp}_mp_rank_{mp}_model_states.pt (ZeRO-3, one per DP rank) | mp_rank_{mp}_model_states.pt
+ZERO3_MODEL_STATES = re.compile(r"^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$")
+MODEL_STATES = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
+OPTIM_STATES = re.compile(r"^(bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$")
+LAYER_STATES = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
+STEP_IN_TAG = re.compile(r"(?:global_step|step|iter_?)(\d+)")
+
+
+def read_pointer(folder: Path, name: str) -> str | None:
+    """The tag named by a `latest`/`latest_universal` file, or None if there is none."""
+    pointer = folder / name
+    if not pointer.is_file():
+        return None
+    try:
+        tag = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CkptError(pointer, f"cannot read the tag pointer ({exc})") from None
+    if not tag or "/" in tag or tag in (".", ".."):
+        raise CkptError(pointer, f"does not name a tag folder (content {tag!r})")
+    return tag
+
+
+def step_from_tag(tag: str | None) -> int | None:
+    match = STEP_IN_TAG.search(tag or "")
+    return int(match.group(1)) if match else None
+
+
+def classify(name: str) -> tuple[str, int | None] | None:
+    """(role, dp rank) of a DeepSpeed file name, None when it is not one."""
+    if m := ZERO3_MODEL_STATES.match(name):
+        return "model_states", int(m.group(1))
+    if MODEL_STATES.match(name):
+        return "model_states", None
+    if m := OPTIM_STATES.match(name):
+        return "optim_states", int(m.group(2))
+    if LAYER_STATES.match(name):
+        return "layer_states", None
+    return None
+
+
+def model_states_files(tag_dir: Path) -> list[Path]:
+    """Rank-0 first: the file whose param_shapes describe the model."""
+    zero3 = sorted((p for p in tag_dir.iterdir() if ZERO3_MODEL_STATES.match(p.name)), key=_rank_key)
+    plain = sorted(p for p in tag_dir.iterdir() if MODEL_STATES.match(p.name))
+    return plain + zero3
+
+
+def _rank_key(path: Path) -> tuple[int, int]:
+    m = ZERO3_MODEL_STATES.match(path.name)
+    return (int(m.group(2)), int(m.group(1))) if m else (0, 0)
+
+
+def load_model_states(path: Path) -> dict[str, Any]:
+    state = safe_pickle.load(path, mmap=True)
+    if not isinstance(state, dict) or "param_shapes" not in state and "module" not in state:
+        raise CkptError(path, "not a DeepSpeed model_states file (no 'module' or 'param_shapes')")
+    return state
+
+
+def param_shapes(path: Path, state: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
+    """Trainable parameters in flat-buffer order from `param_shapes` (a list of dicts, one per group)."""
+    groups = state.get("param_shapes")
+    if groups is None:
+        return []
+    if isinstance(groups, dict):
+        groups = [groups]
+    out = []
+    try:
+        for group in groups:
+            for name, shape in group.items():
+                out.append((str(name), tuple(int(d) for d in shape)))
+    except (AttributeError, TypeError, ValueError):
+        raise CkptError(path, "'param_shapes' is not a list of name -> shape mappings") from None
+    return out
+
+
+def frozen_shapes(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    frozen = state.get("frozen_param_shapes") or {}
+    return {str(k): tuple(int(d) for d in v) for k, v in frozen.items()}
+
+
+def fill_run_facts(ckpt: Checkpoint, state: dict[str, Any]) -> None:
+    """Step, world sizes, version, stage and precision from a model_states dict and its ds_config."""
+    config = state.get("ds_config") or {}
+    if not isinstance(config, dict):
+        config = {}
+    ckpt.step = _int(state.get("global_steps"), ckpt.step)
+    ckpt.dp_world_size = _int(state.get("dp_world_size"), ckpt.dp_world_size)
+    ckpt.mp_world_size = _int(state.get("mp_world_size"), ckpt.mp_world_size)
+    ckpt.ds_version = str(state["ds_version"]) if state.get("ds_version") is not None else ckpt.ds_version
+    zero = config.get("zero_optimization") or {}
+    if isinstance(zero, dict) and "stage" in zero:
+        ckpt.zero_stage = _int(zero["stage"], ckpt.zero_stage)
+    if (config.get("bf16") or {}).get("enabled"):
+        ckpt.compute_dtype = "bfloat16"
+    elif (config.get("fp16") or {}).get("enabled"):
+        ckpt.compute_dtype = "float16"
+    elif config:
+        ckpt.compute_dtype = "float32"
+    shared = state.get("shared_params") or {}
+    ckpt.shared_params.update({str(k): str(v) for k, v in shared.items()})
+    optimizer = config.get("optimizer") or {}
+    ckpt.config = {
+        k: v
+        for k, v in {
+            "train_batch_size": config.get("train_batch_size"),
+            "train_micro_batch_size_per_gpu": config.get("train_micro_batch_size_per_gpu"),
+            "gradient_accumulation_steps": config.get("gradient_accumulation_steps"),
+            "optimizer": optimizer.get("type") if isinstance(optimizer, dict) else None,
+            "zero_stage": ckpt.zero_stage,
+        }.items()
+        if v is not None
+    }
+    for key in ("global_samples", "skipped_steps"):
+        if state.get(key) is not None:
+            ckpt.metadata[key] = _int(state[key], None)
+
+
+def module_dtypes(state: dict[str, Any]) -> dict[str, str]:
+    """Name -> canonical dtype of the tensors in 'module' (ZeRO-3 keeps shape-(0,) placeholders)."""
+    module = state.get("module") or {}
+    out = {}
+    for name, value in module.items() if isinstance(module, dict) else ():
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None:
+            out[str(name)] = dt.canonical(dtype)
+    return out
+
+
+def module_shapes(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    module = state.get("module") or {}
+    return {str(k): tuple(v.shape) for k, v in module.items() if hasattr(v, "shape")} if isinstance(module, dict) else {}
+
+
+def folder_files(tag_dir: Path, root: Path) -> list[FileEntry]:
+    """Every DeepSpeed file of a tag folder with its role, rank and size (stat only)."""
+    out = []
+    for p in sorted(tag_dir.iterdir()):
+        if not p.is_file():
+            continue
+        role_rank = classify(p.name)
+        if role_rank:
+            out.append(FileEntry(str(p.relative_to(root)), p.stat().st_size, role_rank[0], role_rank[1]))
+    return out
+
+
+def _int(value: Any, default: int | None) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,118 @@
+"""DeepSpeed universal checkpoints: ``zero/<param>/{fp32,exp_avg,exp_avg_sq,step}.pt`` per parameter.
+
+Two layouts exist. ds_to_universal on ZeRO-1/2 writes ``{'param': shaped tensor, 'cat_dim': ...}`` dicts;
+on ZeRO-3 it writes bare flat tensors, whose shapes only the copied model_states file knows. Shapes come
+from that file when it has them; otherwise from fp32.pt itself (mmap'ed: only its pickle is read).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ckpt_tui.core import dtypes as dt
+from ckpt_tui.core import safe_pickle
+from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.formats import deepspeed_common as dc
+from ckpt_tui.core.model import Checkpoint, FileEntry, Kind, TensorEntry
+
+ZERO = "zero"
+OPTIMIZER_STATE = "optimizer_state.pt"
+STATE_FILES = ("fp32", "exp_avg", "exp_avg_sq", "step")
+
+
+def _is_universal_dir(path: Path) -> bool:
+    zero = path / ZERO
+    return zero.is_dir() and ((zero / OPTIMIZER_STATE).is_file() or any((p / "fp32.pt").is_file() for p in zero.iterdir()))
+
+
+def detect(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    if _is_universal_dir(path):
+        return True
+    return not (path / dc.LATEST).is_file() and (path / dc.LATEST_UNIVERSAL).is_file()
+
+
+def resolve(path: Path) -> tuple[Path, str]:
+    """(universal folder, tag) for the folder itself, its `zero/` subfolder, or a dir with latest_universal."""
+    if path.name == ZERO and _is_universal_dir(path.parent):
+        path = path.parent
+    if _is_universal_dir(path):
+        return path, path.name
+    tag = dc.read_pointer(path, dc.LATEST_UNIVERSAL)
+    if tag is None:
+        raise CkptError(path, "not a DeepSpeed universal checkpoint (no zero/ folder, no latest_universal)")
+    if not _is_universal_dir(path / tag):
+        raise CkptError(path / dc.LATEST_UNIVERSAL, f"names '{tag}' but {path / tag} has no zero/ parameter folders")
+    return path / tag, tag
+
+
+def read(path: Path) -> Checkpoint:
+    folder, tag = resolve(path)
+    ckpt = Checkpoint(kind=Kind.DS_UNIVERSAL, path=folder, tag=tag, step=dc.step_from_tag(tag))
+    ckpt.files = dc.folder_files(folder, folder)
+    shapes: dict[str, tuple[int, ...]] = {}
+    states_files = dc.model_states_files(folder)
+    if states_files:
+        state = dc.load_model_states(states_files[0])
+        dc.fill_run_facts(ckpt, state)
+        shapes = dict(dc.param_shapes(states_files[0], state))
+        shapes.update(dc.frozen_shapes(state))
+        ckpt.metadata["model_states_file"] = states_files[0].name
+    else:
+        ckpt.warnings.append("no model_states file: DeepSpeed cannot resume from this folder as it is")
+    zero = folder / ZERO
+    opt = zero / OPTIMIZER_STATE
+    if opt.is_file():
+        ckpt.files.append(FileEntry(f"{ZERO}/{OPTIMIZER_STATE}", opt.stat().st_size, "optimizer_state"))
+    else:
+        ckpt.warnings.append(f"no {ZERO}/{OPTIMIZER_STATE}: DeepSpeed's load_universal needs it")
+    layout = None
+    all_states: set[str] = set()
+    for param_dir in sorted(p for p in zero.iterdir() if p.is_dir()):
+        name = param_dir.name
+        present = tuple(s for s in STATE_FILES if (param_dir / f"{s}.pt").is_file())
+        for s in present:
+            f = param_dir / f"{s}.pt"
+            ckpt.files.append(FileEntry(f"{ZERO}/{name}/{s}.pt", f.stat().st_size, "zero_state"))
+        all_states.update(present)
+        if "fp32" not in present:
+            raise CkptError(param_dir, "parameter folder has no fp32.pt")
+        shape = shapes.get(name)
+        if shape is None or layout is None:
+            file_shape, layout_here = _fp32_shape(param_dir / "fp32.pt")
+            layout = layout or layout_here
+            if shape is None:
+                shape = _alias_shape(ckpt, name, shapes) or file_shape
+        numel = 1
+        for d in shape:
+            numel *= d
+        tied = ckpt.shared_params.get(name)
+        ckpt.tensors.append(
+            TensorEntry(name, shape, "float32", f"{ZERO}/{name}/fp32.pt", dt.nbytes("float32", numel), present, tied_to=tied)
+        )
+    if not ckpt.tensors:
+        raise CkptError(zero, "no parameter folders")
+    ckpt.optimizer_states = tuple(s for s in STATE_FILES if s in all_states and s != "fp32")
+    ckpt.metadata["layout"] = layout
+    listed = {t.name for t in ckpt.tensors}
+    lacking = [n for n in shapes if n not in listed]
+    if lacking:
+        ckpt.warnings.append(f"{len(lacking)} parameter(s) of model_states have no zero/ folder, e.g. '{lacking[0]}'")
+    return ckpt
+
+
+def _alias_shape(ckpt: Checkpoint, name: str, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
+    owner = ckpt.shared_params.get(name)
+    return shapes.get(owner) if owner else None
+
+
+def _fp32_shape(path: Path) -> tuple[tuple[int, ...], str]:
+    """Shape stored in an fp32.pt and which layout wrote it ('zero12' dict or 'zero3' flat tensor)."""
+    obj: Any = safe_pickle.load(path, mmap=True)
+    if isinstance(obj, dict) and "param" in obj and hasattr(obj["param"], "shape"):
+        return tuple(obj["param"].shape), "zero12"
+    if hasattr(obj, "shape"):
+        return tuple(obj.shape), "zero3"
+    raise CkptError(path, f"expected a tensor or a dict with 'param', found {type(obj).__name__}")

@@ -1,0 +1,123 @@
+"""What Hugging Face folders share across weight formats: the sharding index and config.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.model import Checkpoint, FileEntry, TensorEntry
+
+CONFIG_KEYS = (
+    "model_type",
+    "architectures",
+    "hidden_size",
+    "n_embd",
+    "num_hidden_layers",
+    "n_layer",
+    "num_attention_heads",
+    "n_head",
+    "vocab_size",
+    "max_position_embeddings",
+    "n_positions",
+    "torch_dtype",
+    "dtype",
+    "tie_word_embeddings",
+)
+
+
+# (alias, owner) pairs transformers ties when config.tie_word_embeddings is true (its default)
+TIED_EMBEDDINGS = (
+    ("lm_head.weight", "transformer.wte.weight"),
+    ("lm_head.weight", "model.embed_tokens.weight"),
+    ("lm_head.weight", "model.decoder.embed_tokens.weight"),
+)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise CkptError(path, "file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CkptError(path, f"not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise CkptError(path, f"cannot read: {exc.strerror}") from None
+
+
+def config_summary(folder: Path) -> tuple[dict[str, Any], list[FileEntry]]:
+    """The interesting keys of config.json (if any) and its FileEntry."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return {}, []
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CkptError(path, "expected a JSON object")
+    summary = {k: data[k] for k in CONFIG_KEYS if k in data}
+    return summary, [FileEntry("config.json", path.stat().st_size, "config")]
+
+
+def read_index(path: Path) -> dict[str, str]:
+    """weight_map of a *.index.json: tensor name -> shard file name."""
+    data = read_json(path)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CkptError(path, "index has no 'weight_map' object of tensor name -> shard file")
+    return weight_map
+
+
+def require_shards(index_path: Path, weight_map: dict[str, str]) -> list[str]:
+    """The shard files the index names, in order; each must exist."""
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        if not (index_path.parent / shard).is_file():
+            raise CkptError(index_path, f"shard '{shard}' named by the index is missing")
+    return shards
+
+
+def check_index(
+    index_path: Path,
+    weight_map: dict[str, str],
+    found: dict[str, list[TensorEntry]],
+    unlisted: dict[str, str] | None = None,
+) -> None:
+    """The index and the shards must agree: every tensor where the index says, and nothing unlisted.
+
+    `unlisted` (tensor name -> file) locates tensors in files the index does not name, for the message.
+    """
+    located = {t.name: t.file for tensors in found.values() for t in tensors}
+    missing = [n for n, f in weight_map.items() if located.get(n) != f]
+    if missing:
+        name = missing[0]
+        where = located.get(name)
+        elsewhere = (unlisted or {}).get(name)
+        if where:
+            detail = f"is in '{where}'"
+        elif elsewhere:
+            detail = f"is in '{elsewhere}', a file the index does not list"
+        else:
+            detail = "is in no shard"
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CkptError(index_path, f"index puts '{name}' in '{weight_map[name]}' but it {detail}{more}")
+    extra = [n for n in located if n not in weight_map]
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise CkptError(index_path, f"shard '{located[extra[0]]}' holds '{extra[0]}', which the index does not list{more}")
+
+
+def finish(ckpt: Checkpoint) -> Checkpoint:
+    """Common facts for HF folders: dtype of the weights and tied embeddings from config.json."""
+    dtypes = ckpt.dtypes
+    if dtypes:
+        ckpt.compute_dtype = max(dtypes.items(), key=lambda kv: kv[1][1])[0]
+    if ckpt.config and ckpt.config.get("tie_word_embeddings") is not False:
+        # transformers saves one copy of tied embeddings; list the alias like the other formats do
+        by_name = {t.name: t for t in ckpt.tensors}
+        for alias, owner in TIED_EMBEDDINGS:
+            if alias not in by_name and owner in by_name:
+                ckpt.shared_params.setdefault(alias, owner)
+                o = by_name[owner]
+                ckpt.tensors.append(TensorEntry(alias, o.shape, o.dtype, o.file, o.nbytes, tied_to=owner))
+    return ckpt

@@ -1,0 +1,158 @@
+"""Hugging Face safetensors: single file, a folder, or a sharded folder with its index.
+
+Only the JSON header of each file is read (8-byte little-endian length + JSON); no torch import. The
+header is validated against the file so a truncated download or a corrupted shard is caught at listing time.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from ckpt_tui.core import dtypes as dt
+from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.formats import hf_common
+from ckpt_tui.core.model import Checkpoint, FileEntry, Kind, TensorEntry
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+SUFFIX = ".safetensors"
+
+
+def detect(path: Path) -> bool:
+    if path.is_file():
+        return path.name.endswith(SUFFIX)
+    return path.is_dir() and any(p.name.endswith(SUFFIX) for p in path.iterdir() if p.is_file())
+
+
+def read_header(path: Path) -> tuple[dict[str, dict], dict[str, str], int]:
+    """(tensors, __metadata__, data start offset) of one .safetensors file, validated."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            if size == 0:
+                raise CkptError(path, "empty file (0 bytes)")
+            if size < 8:
+                raise CkptError(path, f"truncated: {size} bytes, shorter than the 8-byte header length")
+            (hlen,) = struct.unpack("<Q", fh.read(8))
+            if hlen > MAX_HEADER_BYTES:
+                raise CkptError(path, f"header length {hlen:,} bytes exceeds the 100 MB limit (corrupted file?)")
+            if 8 + hlen > size:
+                raise CkptError(path, f"truncated: header needs {hlen:,} bytes but the file has {size - 8:,} after the length")
+            raw = fh.read(hlen)
+    except FileNotFoundError:
+        raise CkptError(path, "file not found") from None
+    except IsADirectoryError:
+        raise CkptError(path, "is a folder, expected a .safetensors file") from None
+    except PermissionError:
+        raise CkptError(path, "cannot read: permission denied") from None
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CkptError(path, "header is not valid JSON (not a safetensors file, or corrupted)") from None
+    if not isinstance(header, dict):
+        raise CkptError(path, "header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    data_size = size - 8 - hlen
+    _validate(path, header, data_size)
+    return header, metadata, 8 + hlen
+
+
+def _validate(path: Path, header: dict, data_size: int) -> None:
+    spans: list[tuple[int, int, str]] = []
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            raise CkptError(path, f"tensor '{name}': header entry is not an object")
+        code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if code not in dt.SAFETENSORS_DTYPES:
+            raise CkptError(path, f"tensor '{name}': unknown dtype {code!r}")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise CkptError(path, f"tensor '{name}': bad shape {shape!r}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise CkptError(path, f"tensor '{name}': bad data_offsets {offsets!r}")
+        begin, end = offsets
+        if end > data_size:
+            raise CkptError(
+                path, f"truncated: tensor '{name}' ends at byte {end:,} of the data but the file holds {data_size:,}"
+            )
+        numel = 1
+        for d in shape:
+            numel *= d
+        expected = dt.nbytes(dt.SAFETENSORS_DTYPES[code][0], numel)
+        if expected is not None and end - begin != expected:
+            raise CkptError(
+                path, f"tensor '{name}': {end - begin:,} bytes stored but {code}{shape} needs {expected:,}"
+            )
+        spans.append((begin, end, name))
+    spans.sort()
+    for (b1, e1, n1), (b2, _e2, n2) in zip(spans, spans[1:]):
+        if b2 < e1:
+            raise CkptError(path, f"tensors '{n1}' and '{n2}' overlap in the data section")
+
+
+def entries(path: Path, root: Path) -> list[TensorEntry]:
+    header, _meta, _start = read_header(path)
+    rel = str(path.relative_to(root)) if path != root else path.name
+    out = []
+    for name, info in header.items():
+        canonical = dt.SAFETENSORS_DTYPES[info["dtype"]][0]
+        begin, end = info["data_offsets"]
+        out.append(TensorEntry(name=name, shape=tuple(info["shape"]), dtype=canonical, file=rel, nbytes=end - begin))
+    return out
+
+
+def read(path: Path) -> Checkpoint:
+    if path.is_file():
+        ckpt = Checkpoint(kind=Kind.HF_SAFETENSORS, path=path)
+        ckpt.tensors = entries(path, path)
+        ckpt.files = [FileEntry(path.name, path.stat().st_size, "weights")]
+        ckpt.metadata["safetensors_metadata"] = read_header(path)[1]
+        return hf_common.finish(ckpt)
+    ckpt = Checkpoint(kind=Kind.HF_SAFETENSORS, path=path)
+    ckpt.config, ckpt.files = hf_common.config_summary(path)
+    indexes = sorted(path.glob(f"*{SUFFIX}.index.json"))
+    shards = sorted(p for p in path.glob(f"*{SUFFIX}") if p.is_file())
+    if indexes:
+        index = indexes[0]
+        weight_map = hf_common.read_index(index)
+        ckpt.files.append(FileEntry(index.name, index.stat().st_size, "index"))
+        found = {shard: entries(path / shard, path) for shard in hf_common.require_shards(index, weight_map)}
+        unlisted = [p for p in shards if p.name not in weight_map.values()]
+        unlisted_tensors = {t.name: t.file for p in unlisted for t in _entries_or_none(p, path)}
+        hf_common.check_index(index, weight_map, found, unlisted_tensors)
+        if unlisted:
+            names = ", ".join(p.name for p in unlisted)
+            ckpt.warnings.append(f"{len(unlisted)} .safetensors file(s) not in the index, ignored: {names}")
+    else:
+        if not shards:
+            raise CkptError(path, "no .safetensors files")
+        if len(shards) > 1:
+            ckpt.warnings.append(f"{len(shards)} .safetensors files and no index: read them all")
+        found = {p.name: entries(p, path) for p in shards}
+    for shard, tensors in found.items():
+        ckpt.files.append(FileEntry(shard, (path / shard).stat().st_size, "shard"))
+        ckpt.tensors.extend(tensors)
+    _check_duplicates(path, found)
+    return hf_common.finish(ckpt)
+
+
+def _entries_or_none(path: Path, root: Path) -> list[TensorEntry]:
+    """Entries of a file the index ignores: only used to explain a mismatch, so a bad one is skipped."""
+    try:
+        return entries(path, root)
+    except CkptError:
+        return []
+
+
+def _check_duplicates(path: Path, found: dict[str, list[TensorEntry]]) -> None:
+    seen: dict[str, str] = {}
+    for shard, tensors in found.items():
+        for t in tensors:
+            if t.name in seen:
+                raise CkptError(path, f"tensor '{t.name}' is stored twice: in '{seen[t.name]}' and '{shard}'")
+            seen[t.name] = shard
