@@ -83,6 +83,11 @@ def load(path: str | Path, *, mmap: bool = True) -> Any:
     Raises CkptError (one line, naming the file) for every problem: missing, empty, truncated, corrupt,
     or asking for a class outside the allowlist.
     """
+    return load_mapped(path, mmap=mmap)[0]
+
+
+def load_mapped(path: str | Path, *, mmap: bool = True) -> tuple[Any, bool]:
+    """Like :func:`load`, also saying whether the tensors are a private file mapping (see memory.py)."""
     import torch  # heavy: only when a pickle is actually read
 
     path = Path(path)
@@ -93,7 +98,7 @@ def load(path: str | Path, *, mmap: bool = True) -> Any:
     use_mmap = mmap and is_zip  # legacy (pre-1.6) files cannot be mapped
     try:
         with _LOCK, torch.serialization.safe_globals(list(STAND_INS.values())):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap), use_mmap
     except Exception as exc:  # torch raises many types here; all mean "this file is bad"
         raise _explain(path, exc) from None
 

@@ -20,8 +20,20 @@ from ckpt_tui.core.errors import CkptError
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds `ckpt_tui/`
 EXTENSIONS_ENV = "CKPT_TUI_TORCH_EXTENSIONS"
-_ERROR_LINE = re.compile(r"^\s*([\w.]+(Error|Exception|Exit|Interrupt)\b.*|AssertionError.*|.*\berror:.*)$")
-_NOISE = re.compile(r"^\s*(\[|=+$|-+$|warnings\.warn|To enable traceback|error_file:|traceback\s*:)")
+_ERROR_LINE = re.compile(r"^\s*([\w.]+(Error|Exception|Exit|Interrupt)\b.*|.*\berror:.*)$")
+_NOISE = re.compile(
+    r"^\s*(\[(?!.*\[ERROR\])|[WEI]\d{4} \d\d:|\$ |=+$|-+$|File \"|warnings\.warn|DeepSpeed .* built successfully)"
+)
+_LAUNCHER_FAILED = "ChildFailedError"  # torchrun's own traceback after a worker failed: says nothing
+
+
+def _strip_launcher_tail(text: str) -> str:
+    """Drop torchrun's report of a failed worker; the worker's own message comes before it."""
+    at = text.rfind(_LAUNCHER_FAILED)
+    if at < 0:
+        return text
+    start = text.rfind("Traceback (most recent call last):", 0, at)
+    return text[:start] if start >= 0 else text[:at]
 
 
 def torch_extensions_dir() -> Path:
@@ -48,11 +60,17 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def last_meaningful_line(text: str) -> str:
-    """The line that explains a failure: the last exception line, else the last non-noise line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if _ERROR_LINE.match(line) and not _NOISE.match(line):
-            return line[:300]
+    """The line that explains a failure: the last exception line (with the message that follows it
+    when Python printed that on the next lines), else the last line that is not launcher noise."""
+    lines = [line.strip() for line in _strip_launcher_tail(text).splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        if _ERROR_LINE.match(lines[i]) and not _NOISE.match(lines[i]):
+            message = lines[i]
+            for follow in lines[i + 1 : i + 4]:  # "RuntimeError:" then the message on its own lines
+                if len(message) > 120 or _NOISE.match(follow) or _ERROR_LINE.match(follow):
+                    break
+                message += " " + follow
+            return message[:300]
     for line in reversed(lines):
         if not _NOISE.match(line):
             return line[:300]
@@ -114,7 +132,9 @@ def run_zero_to_fp32(save_dir: Path, out_dir: Path, *, tag: str | None = None, s
                      max_shard_size: str | None = None, log_path: Path | None = None,
                      timeout: float = 600) -> None:
     """DeepSpeed's zero_to_fp32: a ZeRO save folder -> HF-style fp32 weights (safetensors or .bin)."""
-    cmd = [sys.executable, "-m", "deepspeed.utils.zero_to_fp32", str(save_dir), str(out_dir)]
+    script = Path(save_dir) / "zero_to_fp32.py"  # the copy DeepSpeed leaves next to every save
+    runner = [str(script)] if script.is_file() else ["-m", "deepspeed.utils.zero_to_fp32"]
+    cmd = [sys.executable, *runner, str(save_dir), str(out_dir)]
     if safe:
         cmd.append("--safe_serialization")
     if max_shard_size:

@@ -141,3 +141,10 @@ def _check_rank_files(ckpt: Checkpoint) -> None:
             f"optimizer files missing for DP rank(s) {', '.join(map(str, missing))} of {dp}: "
             "conversion of this checkpoint will fail"
         )
+
+
+def tag_dir_of(ckpt: Checkpoint) -> Path:
+    """The tag folder of a ZeRO Checkpoint read by this module (its path may be the save dir)."""
+    if ckpt.tag and (ckpt.path / ckpt.tag).is_dir() and ckpt.path.name != ckpt.tag:
+        return ckpt.path / ckpt.tag
+    return ckpt.path

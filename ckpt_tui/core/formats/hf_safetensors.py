@@ -112,6 +112,7 @@ def read(path: Path) -> Checkpoint:
         ckpt.tensors = entries(path, path)
         ckpt.files = [FileEntry(path.name, path.stat().st_size, "weights")]
         ckpt.metadata["safetensors_metadata"] = read_header(path)[1]
+        _tied_from_metadata(ckpt, path)
         return hf_common.finish(ckpt)
     ckpt = Checkpoint(kind=Kind.HF_SAFETENSORS, path=path)
     ckpt.config, ckpt.files = hf_common.config_summary(path)
@@ -138,7 +139,26 @@ def read(path: Path) -> Checkpoint:
         ckpt.files.append(FileEntry(shard, (path / shard).stat().st_size, "shard"))
         ckpt.tensors.extend(tensors)
     _check_duplicates(path, found)
+    _tied_from_metadata(ckpt, path / next(iter(found)))
     return hf_common.finish(ckpt)
+
+
+def _tied_from_metadata(ckpt: Checkpoint, first_file: Path) -> None:
+    """ckpt-tui records tied aliases (stored once, as transformers does) in the header metadata."""
+    raw = read_header(first_file)[1].get("tied_weights")
+    if not raw:
+        return
+    try:
+        tied = json.loads(raw)
+    except json.JSONDecodeError:
+        ckpt.warnings.append(f"{first_file.name}: unreadable 'tied_weights' metadata ignored")
+        return
+    by_name = {t.name: t for t in ckpt.tensors}
+    for alias, owner in tied.items():
+        o = by_name.get(owner)
+        if o is not None and alias not in by_name:
+            ckpt.shared_params[alias] = owner
+            ckpt.tensors.append(TensorEntry(alias, o.shape, o.dtype, o.file, o.nbytes, tied_to=owner))
 
 
 def _entries_or_none(path: Path, root: Path) -> list[TensorEntry]:

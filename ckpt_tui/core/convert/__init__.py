@@ -1,0 +1,1 @@
+"""Conversions between checkpoint formats. One module per target, one job runner for all."""

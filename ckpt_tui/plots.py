@@ -1,0 +1,80 @@
+"""Terminal plots of loss curves with plotext: baseline and resumed curves, resume step, difference panel.
+
+No Textual here. The draw functions take any plotext figure: the CLI passes a fresh
+``plotext._figure._figure_class`` and the TUI passes ``PlotextPlot.plt`` (the same class, vendored by
+textual-plotext). The two faces therefore draw the same picture.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from ckpt_tui.core.losses import decimate
+
+if TYPE_CHECKING:
+    from ckpt_tui.core.losses import Comparison
+
+BASELINE_COLOR = "blue+"
+RESUMED_COLOR = "orange+"
+DIFF_COLOR = "red+"
+MARK_COLOR = "gray"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def draw_curves(plt: Any, cmp: Comparison, *, max_points: int = 1000) -> None:
+    """Both runs on one panel, resume step (and first divergence) as vertical lines."""
+    plt.plot(*decimate(cmp.baseline.steps, cmp.baseline.values, max_points), label="baseline",
+             color=BASELINE_COLOR, marker="braille")
+    plt.plot(*decimate(cmp.resumed.steps, cmp.resumed.values, max_points), label="resumed",
+             color=RESUMED_COLOR, marker="braille")
+    _marks(plt, cmp)
+    resume = "" if cmp.resume_step is None else f", resumed at step {cmp.resume_step}"
+    plt.title(f"{cmp.tag}: baseline vs resumed{resume}")
+
+
+def draw_diff(plt: Any, cmp: Comparison, *, max_points: int = 1000) -> None:
+    """resumed - baseline on the common steps, with the ±atol band when the tolerance is absolute."""
+    if cmp.compared:
+        x, y = decimate(cmp.steps, cmp.diff, max_points)
+        if x:
+            plt.plot(x, y, color=DIFF_COLOR, marker="braille", label="resumed - baseline")
+            lo, hi = min(min(y), -cmp.atol), max(max(y), cmp.atol)
+            if hi > lo:
+                plt.ylim(lo, hi)
+        if cmp.rtol == 0 and cmp.atol > 0:
+            plt.horizontal_line(cmp.atol, color="green")
+            plt.horizontal_line(-cmp.atol, color="green")
+        _marks(plt, cmp)
+    max_diff = "n/a" if cmp.max_abs_diff is None else f"{cmp.max_abs_diff:.3g}"
+    plt.title(f"difference: {cmp.verdict}, max |diff| {max_diff}, atol {cmp.atol:g}")
+    plt.xlabel("step")
+
+
+def draw_comparison(fig: Any, cmp: Comparison, *, max_points: int = 1000) -> None:
+    """Curves on top, difference below, on a fresh two-row layout of ``fig``."""
+    fig.subplots(2, 1)
+    draw_curves(fig.subplot(1, 1), cmp, max_points=max_points)
+    draw_diff(fig.subplot(2, 1), cmp, max_points=max_points)
+
+
+def render_comparison(cmp: Comparison, width: int = 100, height: int = 30, *, color: bool = True) -> str:
+    """The comparison as a string for a terminal (ANSI colours unless ``color`` is False)."""
+    from plotext._figure import _figure_class  # the figure class textual-plotext also builds on
+
+    fig = _figure_class()
+    fig._limit_size(False, False)  # plotext would clip to its idea of the terminal (24 rows when piped)
+    fig.plot_size(width, height)
+    fig.theme("pro" if color else "clear")
+    draw_comparison(fig, cmp, max_points=max(4 * width, 200))
+    for row in (1, 2):
+        fig.subplot(row, 1).theme("pro" if color else "clear")
+    text = fig.build()
+    return text if color else _ANSI.sub("", text)
+
+
+def _marks(plt: Any, cmp: Comparison) -> None:
+    if cmp.resume_step is not None:
+        plt.vertical_line(cmp.resume_step, color=MARK_COLOR)
+    if cmp.first_divergence_step is not None:
+        plt.vertical_line(cmp.first_divergence_step, color=DIFF_COLOR)

@@ -1,0 +1,66 @@
+"""Small display helpers shared by the screens: paths relative to the browsed root, kind badges, numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+
+from ckpt_tui.core import dtypes as dt
+from ckpt_tui.core.model import Kind
+from ckpt_tui.core.tree import human_bytes, human_count
+
+__all__ = ["display_path", "kind_badge", "KIND_SHORT", "human_bytes", "human_count", "short_dtype", "number"]
+
+KIND_SHORT = {
+    Kind.HF_SAFETENSORS: "safetensors",
+    Kind.HF_BIN: "torch .bin",
+    Kind.DS_ZERO: "ZeRO",
+    Kind.DS_UNIVERSAL: "universal",
+    Kind.TENSORBOARD: "tensorboard",
+}
+# Named ANSI-safe colours: readable on dark and light themes, dropped entirely under NO_COLOR.
+KIND_COLOR = {
+    Kind.HF_SAFETENSORS: "green",
+    Kind.HF_BIN: "yellow",
+    Kind.DS_ZERO: "magenta",
+    Kind.DS_UNIVERSAL: "cyan",
+    Kind.TENSORBOARD: "blue",
+}
+
+
+def display_path(path: Path | str, root: Path) -> str:
+    """path as the user would type it from where they launched: relative to root, under root's name.
+
+    Showing paths under the root's name as given (not resolved) keeps the screen short, and the same
+    whichever machine or temporary folder the workspace lives in.
+    """
+    path = Path(path)
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return str(path)
+    return str(root / rel) if str(rel) != "." else str(root)
+
+
+def kind_badge(kind: Kind, stage: int | None = None) -> Text:
+    label = KIND_SHORT[kind]
+    if kind is Kind.DS_ZERO and stage is not None:
+        label = f"ZeRO-{stage}"
+    return Text(label, style=f"bold {KIND_COLOR[kind]}")
+
+
+def short_dtype(dtype: str | None) -> str:
+    return dt.short(dtype) if dtype else "?"
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    """Compact float for statistics: 4 significant digits, scientific when tiny or huge."""
+    if value is None:
+        return "n/a"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude < 1e-3 or magnitude >= 1e5:
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}"

@@ -1,0 +1,130 @@
+"""Key/value fact panels: the header of a checkpoint, the summary of a scan entry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from ckpt_tui.core.model import Checkpoint, Kind
+from ckpt_tui.core.scan import ScanEntry
+from ckpt_tui.tui.format import display_path, human_bytes, human_count, kind_badge, short_dtype
+
+Fact = tuple[str, "Text | str"]
+
+
+class FactsPanel(Static):
+    """Facts laid out in as many key/value column pairs as the width allows (1 to 3)."""
+
+    DEFAULT_CSS = """
+    FactsPanel {
+        height: auto;
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self, facts: Sequence[Fact] = (), *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._facts: list[Fact] = list(facts)
+
+    def set_facts(self, facts: Sequence[Fact]) -> None:
+        self._facts = list(facts)
+        self.refresh(layout=True)
+
+    def render(self) -> RenderableType:
+        width = self.content_region.width or self.size.width or 80
+        pairs = 3 if width >= 150 else 2 if width >= 76 else 1
+        table = Table.grid(padding=(0, 1), expand=True)
+        for _ in range(pairs):
+            table.add_column(style="dim", no_wrap=True)
+            table.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        wide = [f for f in self._facts if f[0] == "warning"]
+        short = [f for f in self._facts if f[0] != "warning"]
+        rows = (len(short) + pairs - 1) // pairs
+        columns = [short[i * rows : (i + 1) * rows] for i in range(pairs)]  # read down, then across
+        for r in range(rows):
+            cells: list[Text | str] = []
+            for col in columns:
+                key, value = col[r] if r < len(col) else ("", "")
+                cells += [key, value]
+            table.add_row(*cells)
+        if not wide:
+            return table
+        grid = Table.grid(expand=True)
+        grid.add_column(ratio=1)
+        grid.add_row(table)
+        for _, text in wide:
+            grid.add_row(Text.assemble(("warning ", "bold yellow"), text if isinstance(text, Text) else Text(text)))
+        return grid
+
+
+def checkpoint_facts(ckpt: Checkpoint, root: Path, tags: Sequence[str] = ()) -> list[Fact]:
+    """What a user wants to know about a checkpoint before looking at any tensor."""
+    facts: list[Fact] = []
+    kind = Text.assemble(kind_badge(ckpt.kind, ckpt.zero_stage), f"  {ckpt.kind.label}")
+    if ckpt.compute_dtype:
+        kind.append(f" · {short_dtype(ckpt.compute_dtype)}")
+    facts.append(("kind", kind))
+    facts.append(("path", display_path(ckpt.path, root)))
+    if ckpt.tag is not None or ckpt.step is not None:
+        parts = [ckpt.tag] if ckpt.tag else []
+        if ckpt.step is not None:
+            parts.append(f"step {ckpt.step:,}")
+        if len(tags) > 1:
+            where = f"{tags.index(ckpt.tag) + 1} of {len(tags)}" if ckpt.tag in tags else f"{len(tags)}"
+            parts.append(f"tag {where}")
+        facts.append(("tag", " · ".join(parts)))
+    if ckpt.dp_world_size is not None or ckpt.ds_version:
+        world = f"DP {ckpt.dp_world_size or '?'} × MP {ckpt.mp_world_size or 1}"
+        if ckpt.ds_version:
+            world += f" · DeepSpeed {ckpt.ds_version}"
+        facts.append(("world", world))
+    facts.append(
+        ("parameters", f"{human_count(ckpt.total_numel)} in {len(ckpt.tensors):,} tensors · {human_bytes(ckpt.total_bytes)}")
+    )
+    if ckpt.files:
+        facts.append(("on disk", f"{len(ckpt.files)} files · {human_bytes(ckpt.files_bytes)}"))
+    dtypes = " · ".join(f"{short_dtype(d)} {n} ({human_bytes(b)})" for d, (n, b) in ckpt.dtypes.items())
+    if dtypes:
+        facts.append(("dtypes", dtypes))
+    if ckpt.optimizer_states:
+        facts.append(("optimizer", ", ".join(ckpt.optimizer_states)))
+    elif ckpt.config.get("optimizer"):
+        facts.append(("optimizer", str(ckpt.config["optimizer"])))
+    if ckpt.shared_params:
+        ties = ", ".join(f"{a} = {o}" for a, o in sorted(ckpt.shared_params.items()))
+        facts.append(("tied", ties))
+    frozen = [t.name for t in ckpt.tensors if t.frozen]
+    if frozen:
+        facts.append(("frozen", f"{len(frozen)}: " + ", ".join(frozen)))
+    model = ckpt.config.get("model_type") or ckpt.config.get("architectures")
+    if model:
+        facts.append(("model", model if isinstance(model, str) else ", ".join(map(str, model))))
+    for warning in ckpt.warnings:
+        facts.append(("warning", warning))
+    return facts
+
+
+def scan_entry_facts(entry: ScanEntry, root: Path) -> list[Fact]:
+    facts: list[Fact] = [
+        ("kind", Text.assemble(kind_badge(entry.kind), f"  {entry.kind.label}")),
+        ("path", display_path(entry.path, root)),
+    ]
+    if entry.tag:
+        facts.append(("tag", entry.tag))
+    if entry.step is not None:
+        facts.append(("step", f"{entry.step:,}"))
+    facts.append(("size", human_bytes(entry.size)))
+    if entry.detail:
+        facts.append(("holds", entry.detail))
+    for note in entry.notes:
+        facts.append(("warning", note))
+    return facts
+
+
+def opens_as(kind: Kind) -> str:
+    return "loss comparison" if kind is Kind.TENSORBOARD else "checkpoint view"
