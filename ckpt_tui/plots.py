@@ -7,6 +7,7 @@ textual-plotext). The two faces therefore draw the same picture.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ def draw_curves(plt: Any, cmp: Comparison, *, max_points: int = 1000) -> None:
     plt.plot(*decimate(cmp.resumed.steps, cmp.resumed.values, max_points), label="resumed",
              color=RESUMED_COLOR, marker="braille")
     _marks(plt, cmp)
+    _step_ticks(plt, cmp.baseline.steps, cmp.resumed.steps)
     resume = "" if cmp.resume_step is None else f", resumed at step {cmp.resume_step}"
     plt.title(f"{cmp.tag}: baseline vs resumed{resume}")
 
@@ -46,6 +48,7 @@ def draw_diff(plt: Any, cmp: Comparison, *, max_points: int = 1000) -> None:
             plt.horizontal_line(cmp.atol, color="green")
             plt.horizontal_line(-cmp.atol, color="green")
         _marks(plt, cmp)
+        _step_ticks(plt, cmp.steps)
     max_diff = "n/a" if cmp.max_abs_diff is None else f"{cmp.max_abs_diff:.3g}"
     plt.title(f"difference: {cmp.verdict}, max |diff| {max_diff}, atol {cmp.atol:g}")
     plt.xlabel("step")
@@ -71,6 +74,36 @@ def render_comparison(cmp: Comparison, width: int = 100, height: int = 30, *, co
         fig.subplot(row, 1).theme("pro" if color else "clear")
     text = fig.build()
     return text if color else _ANSI.sub("", text)
+
+
+def step_ticks(lo: int, hi: int, count: int = 5) -> list[int]:
+    """Round step numbers (1, 2, 2.5 or 5 times a power of ten apart) for an axis from ``lo`` to ``hi``."""
+    span = hi - lo
+    if span <= 0:
+        return [lo]
+    raw = span / max(count - 1, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    multiples = (1, 2, 2.5, 5, 10) if magnitude >= 10 else (1, 2, 5, 10)  # 2.5 only where it stays whole
+    step = max(int(next(m * magnitude for m in multiples if m * magnitude >= raw)), 1)
+    first = -(-lo // step) * step
+    return list(range(first, hi + 1, step))
+
+
+def step_label(step: int) -> str:
+    """250000 -> 250k, 1500000 -> 1.5M: a terminal axis has no room for seven digits."""
+    for limit, suffix in ((1_000_000, "M"), (10_000, "k")):
+        if abs(step) >= limit:
+            return f"{step / (limit if suffix == 'M' else 1000):g}{suffix}"
+    return str(step)
+
+
+def _step_ticks(plt: Any, *steps: Any) -> None:
+    present = [s for s in steps if len(s)]
+    if not present:
+        return
+    lo, hi = min(int(s[0]) for s in present), max(int(s[-1]) for s in present)
+    ticks = step_ticks(lo, hi)
+    plt.xticks(ticks, [step_label(t) for t in ticks])
 
 
 def _marks(plt: Any, cmp: Comparison) -> None:

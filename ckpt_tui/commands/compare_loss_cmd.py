@@ -148,7 +148,7 @@ def _stats_table(comparisons: list[Any]) -> Table:
         ("overlap", lambda c: f"{c.overlap[0]}..{c.overlap[1]}" if c.overlap else "none"),
         ("steps compared", lambda c: str(c.compared)),
         ("beyond tolerance", lambda c: str(c.mismatches)),
-        ("max |diff|", lambda c: _g(c.max_abs_diff) + ("" if c.max_abs_diff_step is None else f" @ {c.max_abs_diff_step}")),
+        ("max |diff|", lambda c: _g(c.max_abs_diff) + _at(c.max_abs_diff_step)),
         ("mean |diff|", lambda c: _g(c.mean_abs_diff)),
         ("max rel diff", lambda c: _g(c.max_rel_diff)),
         ("first divergence", lambda c: _opt(c.first_divergence_step)),
@@ -169,6 +169,10 @@ def _files_text(run: Any) -> str:
 
 def _span(s: Any) -> str:
     return f"{s.first_step}..{s.last_step}" if len(s) else "none"
+
+
+def _at(step: int | None) -> str:
+    return "" if step is None else f" @ {step}"
 
 
 def _opt(x: int | None) -> str:

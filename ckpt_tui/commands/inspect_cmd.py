@@ -114,24 +114,35 @@ def _flat_table(ckpt: Checkpoint) -> Table:
 
 
 def _tree_table(ckpt: Checkpoint) -> Table:
-    from ckpt_tui.core.tree import build_tree
+    """Grouped by dotted name; a stack of identical numbered blocks (layers.0..N) is shown once."""
+    from ckpt_tui.core.tree import ParamNode, build_tree
 
     table = Table(box=None, padding=(0, 2))
     _columns(table)
-    root = build_tree(ckpt.tensors)
 
-    def walk(node, depth: int) -> None:
+    def group_row(node: ParamNode, label: str) -> None:
+        table.add_row(f"[bold]{label}[/]", "", "", human_count(node.numel), human_bytes(node.nbytes), f"{100 * node.share:.1f}%")
+
+    def walk(node: ParamNode, depth: int) -> None:
         for child in node.children:
-            label = "  " * depth + child.label
-            if child.tensor is not None:
+            indent = "  " * depth
+            if child.tensor is not None and not child.children:
                 t = child.tensor
                 note = f" [dim]= {t.tied_to}[/]" if t.tied_to else (" [dim](frozen)[/]" if t.frozen else "")
-                table.add_row(label + note, shape_text(t.shape), dt.short(t.dtype), f"{t.numel:,}", human_bytes(t.nbytes), f"{100 * child.share:.1f}%")
+                share = "" if t.tied_to else f"{100 * child.share:.1f}%"
+                row = (shape_text(t.shape), dt.short(t.dtype), f"{t.numel:,}", human_bytes(t.nbytes), share)
+                table.add_row(indent + child.name + note, *row)
+            elif child.numbered and child.repeats:
+                first, last = child.number_range or (0, 0)
+                group_row(child, f"{indent}{child.name}.{first}..{last}  ({len(child.children)} identical blocks)")
+                block = child.children[0]
+                table.add_row(f"{indent}  [dim]each block:[/]", "", "", human_count(block.numel), human_bytes(block.nbytes), "")
+                walk(block, depth + 2)
             else:
-                table.add_row(f"[bold]{label}[/]", "", "", human_count(child.numel), human_bytes(child.nbytes), f"{100 * child.share:.1f}%")
+                group_row(child, indent + child.name)
                 walk(child, depth + 1)
 
-    walk(root, 0)
+    walk(build_tree(ckpt.tensors), 0)
     return table
 
 

@@ -332,8 +332,8 @@ class Comparison:
 
 def compare(baseline: Series, resumed: Series, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> Comparison:
     """Align two series on their common steps and test ``|r - b| <= atol + rtol * |b|`` at each."""
-    if atol < 0 or rtol < 0:
-        raise CkptError(None, f"tolerances must be >= 0 (atol={atol}, rtol={rtol})")
+    if not (np.isfinite(atol) and np.isfinite(rtol) and atol >= 0 and rtol >= 0):
+        raise CkptError(None, f"tolerances must be finite and >= 0 (atol={atol}, rtol={rtol})")
     steps, ib, ir = np.intersect1d(baseline.steps, resumed.steps, assume_unique=True, return_indices=True)
     b, r = baseline.values[ib], resumed.values[ir]
     with np.errstate(invalid="ignore", over="ignore"):
@@ -477,6 +477,8 @@ def _on_steps(steps: np.ndarray, series: Series) -> list[float | None]:
 
 
 def _mkdir(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise CkptError(folder, "exists and is not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -116,16 +116,31 @@ def _failure(log_path: Path, reason: str) -> CkptError:
 
 def run_training(nproc: int, train_args: list[str], *, log_path: Path, env: dict | None = None,
                  timeout: float = 600) -> None:
-    """Train with `nproc` ranks via torchrun: ``python -m ckpt_tui.demo.train *train_args``."""
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", "1", "--nproc_per_node", str(nproc),
-        "--master_addr", "127.0.0.1", "--master_port", str(port),
-        "-m", "ckpt_tui.demo.train", *train_args,
-    ]
-    extra = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **(env or {})}
-    run_logged(cmd, log_path=log_path, what=f"training ({nproc} ranks)", env=extra, timeout=timeout)
+    """Train with `nproc` ranks via torchrun: ``python -m ckpt_tui.demo.train *train_args``.
+
+    The free port is probed, then bound by torchrun a moment later; if another process took it in
+    between, the launch is retried once on a new port.
+    """
+    for attempt in range(2):
+        port = free_port()
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run",
+            "--nnodes", "1", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(port),
+            "-m", "ckpt_tui.demo.train", *train_args,
+        ]
+        extra = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **(env or {})}
+        try:
+            run_logged(cmd, log_path=log_path, what=f"training ({nproc} ranks)", env=extra, timeout=timeout)
+            return
+        except CkptError:
+            if attempt or not _port_taken(log_path):
+                raise
+
+
+def _port_taken(log_path: Path) -> bool:
+    text = log_path.read_text(errors="replace").lower() if log_path.exists() else ""
+    return "address already in use" in text or "eaddrinuse" in text
 
 
 def run_zero_to_fp32(save_dir: Path, out_dir: Path, *, tag: str | None = None, safe: bool = True,

@@ -66,7 +66,7 @@ def micro_batch_indices(
 
 
 def validation_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed batch of VAL_SAMPLES samples, disjoint in hash space from the training stream."""
+    """A fixed batch of VAL_SAMPLES samples drawn from a hash stream of its own (another seed)."""
     return batch_for_indices(seed + _VAL_SEED_OFFSET, list(range(VAL_SAMPLES)))
 
 

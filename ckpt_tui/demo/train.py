@@ -21,6 +21,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
+
+from ckpt_tui.demo.tiny_gpt import (
+    MODELS,
+    batch_for_indices,
+    build_model,
+    lm_loss,
+    logits_of,
+    micro_batch_indices,
+    validation_batch,
+)
+
 LR = 1e-2
 MEGATRON_TRAIN_TAG = "lm-loss-training/lm loss"
 MEGATRON_VAL_TAG = "lm-loss-validation/lm loss validation"
@@ -28,7 +41,7 @@ MEGATRON_VAL_TAG = "lm-loss-validation/lm loss validation"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ckpt_tui.demo.train", description=__doc__.split("\n")[0])
-    p.add_argument("--model", choices=("gpt", "hf-gpt2"), default="gpt")
+    p.add_argument("--model", choices=MODELS, default="gpt")
     p.add_argument("--stage", type=int, choices=(0, 1, 2, 3), default=1, help="ZeRO stage")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--steps", type=int, required=True, help="train until this global step")
@@ -53,7 +66,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------- set-up
 def seed_everything(seed: int) -> None:
     import numpy as np
-    import torch
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -95,6 +107,7 @@ def ds_config(args: argparse.Namespace, micro: int, accum: int) -> dict[str, Any
 
 
 def freeze(model: Any, names: list[str]) -> None:
+    """requires_grad=False on the named parameters: DeepSpeed then saves them as frozen params."""
     params = dict(model.named_parameters())
     for name in names:
         if name not in params:
@@ -153,11 +166,6 @@ class Trainer:
 
     def train_step(self, step: int) -> float:
         """One global step (all micro-batches); returns the mean loss over the global batch."""
-        import torch
-        import torch.distributed as dist
-
-        from ckpt_tui.demo.tiny_gpt import batch_for_indices, lm_loss, logits_of, micro_batch_indices
-
         total = torch.zeros((), dtype=torch.float64)
         for micro in range(self.accum):
             indices = micro_batch_indices(
@@ -176,10 +184,6 @@ class Trainer:
 
     def validate(self) -> float:
         """Loss on the fixed validation batch; every rank runs it (ZeRO-3 gathers weights collectively)."""
-        import torch
-
-        from ckpt_tui.demo.tiny_gpt import lm_loss, logits_of, validation_batch
-
         inputs, labels = validation_batch(self.args.seed)
         self.engine.eval()
         with torch.no_grad():
@@ -234,11 +238,7 @@ def load(args: argparse.Namespace, engine: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    import deepspeed
-    import torch
-    import torch.distributed as dist
-
-    from ckpt_tui.demo.tiny_gpt import build_model
+    import deepspeed  # here, not at the top: importing it logs the accelerator it picked
 
     deepspeed.init_distributed(dist_backend="gloo")
     rank, dp = dist.get_rank(), dist.get_world_size()

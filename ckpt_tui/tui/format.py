@@ -10,7 +10,7 @@ from ckpt_tui.core import dtypes as dt
 from ckpt_tui.core.model import Kind
 from ckpt_tui.core.tree import human_bytes, human_count
 
-__all__ = ["display_path", "kind_badge", "KIND_SHORT", "human_bytes", "human_count", "short_dtype", "number"]
+__all__ = ["display_path", "kind_badge", "KIND_SHORT", "human_bytes", "human_count", "short_dtype", "number", "plural"]
 
 KIND_SHORT = {
     Kind.HF_SAFETENSORS: "safetensors",
@@ -64,3 +64,8 @@ def number(value: float | None, digits: int = 4) -> str:
     if magnitude < 1e-3 or magnitude >= 1e5:
         return f"{value:.{digits - 1}e}"
     return f"{value:.{digits}g}"
+
+
+def plural(n: int, word: str) -> str:
+    """'1 tensor', '29 tensors', '1,024 tensors'."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")

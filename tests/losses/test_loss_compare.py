@@ -214,3 +214,11 @@ def test_resumed_run_files_in_separate_folders_are_not_truncated(tmp_path):
     b, r = losses.open_pair(base, res)
     cmp = compare(b.series(TRAIN_TAG), r.series(TRAIN_TAG))
     assert len(cmp.resumed) == 30 and cmp.compared == 30 and cmp.passed
+
+
+def test_step_axis_ticks_are_round_and_short():
+    from ckpt_tui.plots import step_label, step_ticks
+
+    assert step_ticks(0, 999_999) == [0, 250_000, 500_000, 750_000]
+    assert step_ticks(1, 40) == [10, 20, 30, 40] and step_ticks(0, 7) == [0, 2, 4, 6] and step_ticks(5, 5) == [5]
+    assert [step_label(t) for t in (7, 9_999, 250_000, 1_500_000)] == ["7", "9999", "250k", "1.5M"]

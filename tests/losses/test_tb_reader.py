@@ -57,6 +57,9 @@ def _accumulator(path: Path):
     return ea
 
 
+HUGE_TAG = "huge/" + "y" * 2000
+
+
 def _mixed_file(folder: Path) -> Path:
     """Every kind of record a real run can hold, around scalars of every layout."""
     from torch.utils.tensorboard import SummaryWriter
@@ -69,6 +72,8 @@ def _mixed_file(folder: Path) -> Path:
             w.add_scalar("new/double", 1.0 / 3.0 + step, step, new_style=True, double_precision=True)
             w.add_scalar(long_tag, float(step), step)
             w.add_scalar("ünïcødé/loss", 2.0 * step, step)
+            if step % 25 == 0:
+                w.add_scalar(HUGE_TAG, float(step), step)  # a >1 KiB scalar record: checksummed one by one
             if step % 10 == 0:
                 w.add_histogram("weights", np.random.default_rng(step).normal(size=100), step)
                 w.add_text("notes", f"step {step}", step)
@@ -168,6 +173,7 @@ def test_find_event_files_direct_children_oldest_first(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "events.out.tfevents.1.host.1.0").write_bytes(b"")
     (tmp_path / "dir.tfevents.folder").mkdir()
+    (tmp_path / "loop").symlink_to(tmp_path)  # not followed
     assert tb.find_event_files(tmp_path) == [oldest, earlier, later]
     assert not tb.is_event_file(tmp_path / "dir.tfevents.folder")
     assert tb.find_runs(tmp_path) == [tmp_path, tmp_path / "sub"]
@@ -214,6 +220,15 @@ def test_corrupt_value_fails_the_data_checksum(tmp_path):
     assert info.value.path == str(path)
     # unverified, the damaged value is read as it is (the benchmark's mode)
     assert len(tb.read_event_file(path, verify=False).scalars[TRAIN_TAG]) == 50
+
+
+def test_corrupt_large_scalar_record_fails_its_checksum(tmp_path):
+    path = _mixed_file(tmp_path)
+    assert tb.read_event_file(path).scalars[HUGE_TAG].steps.tolist() == [0, 25]
+    offset, length = next((o, n) for o, n in record_offsets(path) if n > 2000)
+    flip_byte(path, offset + 12 + length - 1)
+    with pytest.raises(CkptError, match="data checksum"):
+        tb.read_event_file(path)
 
 
 def test_corrupt_length_fails_the_header_checksum(tmp_path):

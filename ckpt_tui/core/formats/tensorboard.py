@@ -29,6 +29,7 @@ Integrity policy (the CLI and the TUI report ``EventFile.notes``):
 from __future__ import annotations
 
 import mmap
+import os
 import re
 import struct
 from collections.abc import Iterable
@@ -108,15 +109,18 @@ def find_event_files(dir: Path) -> list[Path]:
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Folders under ``root`` (itself included) that hold event files: TensorBoard's notion of a run."""
+    """Folders under ``root`` (itself included) that hold event files: TensorBoard's notion of a run.
+
+    Symlinked folders are not followed (no loops) and unreadable folders are skipped.
+    """
     root = Path(root)
     if is_event_file(root):
         return [root.parent]
     runs = []
-    for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
-        if any(is_event_file(p) for p in folder.iterdir()):
-            runs.append(folder)
-    return runs
+    for folder, _dirs, names in os.walk(root):
+        if any(EVENT_MARK in name and os.path.isfile(os.path.join(folder, name)) for name in names):
+            runs.append(Path(folder))
+    return sorted(runs)
 
 
 def _start_key(path: Path) -> tuple[int, list[Any]]:
@@ -160,8 +164,8 @@ def read_event_file(path: Path, *, verify: bool = True) -> EventFile:
             return EventFile(path, 0, 0, notes=[f"{path.name}: empty (0 bytes): nothing flushed yet"])
         with open(path, "rb") as fh:
             buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    except OSError as exc:
-        raise CkptError(path, exc.strerror or str(exc)) from None
+    except (OSError, ValueError) as exc:  # ValueError: emptied between stat and mmap
+        raise CkptError(path, getattr(exc, "strerror", None) or str(exc)) from None
     try:
         return _Parser(path, buf, verify).parse()
     finally:
@@ -172,9 +176,11 @@ def read_event_file(path: Path, *, verify: bool = True) -> EventFile:
 
 
 def read_run_log(dir: Path) -> RunLog:
-    """Summary of a run folder: its event files and, per tag, point count and step range.
+    """Summary of a run folder (or one event file): its event files and, per tag, point count and steps.
 
     Points are counted after merging the files, so a step logged twice (a restart) counts once.
+    Truncated tails and empty files are tolerated (see the module docstring); their notes go to
+    ``RunLog.warnings`` when the model has that field.
     """
     dir = Path(dir)
     files = read_scalars(dir)
@@ -353,7 +359,9 @@ class _Parser:
                 c[3].append(event.wall_time)
             if found and self.verify and length > _VECTOR_CRC_MAX:
                 if _masked_crc_py(payload) != _U32.unpack_from(self.buf, s + length)[0]:
-                    raise self.fail(f"corrupt event file: record #{i} at byte {int(offsets[i])} fails its data checksum")
+                    raise self.fail(
+                        f"corrupt event file: record #{i} at byte {int(offsets[i])} fails its data checksum"
+                    )
         for tag, (rec, steps, values, wall) in cols.items():
             series.setdefault(tag, []).append(
                 (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -56,7 +57,7 @@ class CheckpointScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         tree = ParamTree(id="params")
         yield Header()
-        yield FactsPanel(id="facts")
+        yield FactsPanel(short_rows=3, id="facts")
         with Container(id="body"):
             with Vertical(id="tree-pane"):
                 yield ColumnHeader(tree, id="params-header")
@@ -66,6 +67,9 @@ class CheckpointScreen(Screen[None]):
         # The conversion progress panel (another issue) docks here, under the body.
         yield Static(id="error", classes="error-panel")
         yield Footer()
+
+    def on_resize(self) -> None:
+        self.query_one(FactsPanel).refresh(layout=True)  # fewer facts on a short screen
 
     def on_mount(self) -> None:
         self.sub_title = display_path(self.path, self.root)
@@ -101,6 +105,8 @@ class CheckpointScreen(Screen[None]):
         self.query_one(FactsPanel).set_facts(checkpoint_facts(ckpt, self.root, self._tags))
         self.query_one("#body").loading = False
         self.query_one("#error").display = False
+        self.query_one(FactsPanel).display = True
+        self.query_one("#body").display = True
         params = self.query_one(ParamTree)
         params.show(tree)
         params.focus()
@@ -109,8 +115,11 @@ class CheckpointScreen(Screen[None]):
     def _failed(self, message: str) -> None:
         self.query_one("#body").loading = False
         self.query_one("#body").display = False
+        self.query_one(FactsPanel).display = False
         error = self.query_one("#error", Static)
-        error.update(f"[b]Cannot open this checkpoint[/b]\n\n{message}\n\n[dim]Esc: back to the browser[/dim]")
+        error.update(
+            Text.assemble(("Cannot open this checkpoint", "bold"), "\n\n", message, "\n\n", ("Esc: back", "dim"))
+        )
         error.display = True
         self.notify(message, title="Cannot open", severity="error")
 

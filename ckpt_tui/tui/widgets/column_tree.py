@@ -39,8 +39,8 @@ class ColumnTree(Tree[T], Generic[T]):
     }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("right,l", "expand_or_child", "Expand", show=False),
-        Binding("left,h", "collapse_or_parent", "Collapse", show=False),
+        Binding("right", "expand_or_child", "Expand", show=False),
+        Binding("left", "collapse_or_parent", "Collapse", show=False),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
         Binding("home,g", "scroll_home", "Top", show=False),
@@ -70,18 +70,24 @@ class ColumnTree(Tree[T], Generic[T]):
 
     # ------------------------------------------------------------------------------------- layout
 
-    def visible_columns(self) -> list[tuple[int, Column]]:
-        width = self.scrollable_content_region.width or self.size.width
+    def row_width(self) -> int:
+        """Cells available to a row: the widget's width less the (always reserved) scrollbar gutter."""
+        return self.scrollable_content_region.width or self.size.width
+
+    def visible_columns_for(self, width: int) -> list[tuple[int, Column]]:
         return [(i, c) for i, c in enumerate(self.COLUMNS) if width >= c.min_tree_width]
 
-    def columns_width(self) -> int:
-        return sum(c.width + self.GAP for _, c in self.visible_columns())
+    def visible_columns(self) -> list[tuple[int, Column]]:
+        return self.visible_columns_for(self.row_width())
 
-    def header_text(self) -> Text:
-        """The header row, aligned with the rows (the caller pads it to the tree's width)."""
-        width = self.scrollable_content_region.width or self.size.width
-        cols = self.visible_columns()
-        text = Text("name".ljust(max(0, width - self.columns_width())))
+    def columns_width(self, width: int | None = None) -> int:
+        cols = self.visible_columns() if width is None else self.visible_columns_for(width)
+        return sum(c.width + self.GAP for _, c in cols)
+
+    def header_text(self, width: int) -> Text:
+        """The header row for a tree whose rows are width cells wide (scrollbar excluded)."""
+        cols = self.visible_columns_for(width)
+        text = Text("name".ljust(max(0, width - self.columns_width(width))))
         for _, col in cols:
             text.append(" " * self.GAP + col.title.rjust(col.width)[: col.width])
         return text
@@ -93,7 +99,7 @@ class ColumnTree(Tree[T], Generic[T]):
             depth += 1
             parent = parent.parent
         indent = depth * self.guide_depth
-        width = self.scrollable_content_region.width or self.size.width
+        width = self.row_width()
         name_width = max(4, width - indent - self.columns_width())
         icon = (self.ICON_NODE_EXPANDED if node.is_expanded else self.ICON_NODE) if node.allow_expand else "  "
         name = Text(icon, style=base_style)
@@ -154,7 +160,8 @@ class ColumnHeader(Static):
 
     def __init__(self, tree: ColumnTree, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._tree = tree
+        self._column_tree = tree
 
     def render(self) -> Text:
-        return self._tree.header_text()
+        # Same width as the tree (both fill their pane); padding-right stands for its scrollbar gutter.
+        return self._column_tree.header_text(self.content_region.width or self.size.width)

@@ -12,9 +12,10 @@ from textual.widgets import Static
 
 from ckpt_tui.core.model import Checkpoint, Kind
 from ckpt_tui.core.scan import ScanEntry
-from ckpt_tui.tui.format import display_path, human_bytes, human_count, kind_badge, short_dtype
+from ckpt_tui.tui.format import display_path, human_bytes, human_count, kind_badge, plural, short_dtype
 
 Fact = tuple[str, "Text | str"]
+SHORT_SCREEN = 36  # rows: below this, panels that allow it show their first facts only
 
 
 class FactsPanel(Static):
@@ -27,9 +28,12 @@ class FactsPanel(Static):
     }
     """
 
-    def __init__(self, facts: Sequence[Fact] = (), *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self, facts: Sequence[Fact] = (), *, short_rows: int | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__(id=id, classes=classes)
         self._facts: list[Fact] = list(facts)
+        self._short_rows = short_rows  # on a short screen, at most this many rows: first facts first
 
     def set_facts(self, facts: Sequence[Fact]) -> None:
         self._facts = list(facts)
@@ -44,6 +48,10 @@ class FactsPanel(Static):
             table.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         wide = [f for f in self._facts if f[0] == "warning"]
         short = [f for f in self._facts if f[0] != "warning"]
+        if self._short_rows is not None and self.app.size.height < SHORT_SCREEN:
+            short = short[: self._short_rows * pairs]
+            if len(wide) > 1:
+                wide = [("warning", f"{wide[0][1]} (and {len(wide) - 1} more)")]
         rows = (len(short) + pairs - 1) // pairs
         columns = [short[i * rows : (i + 1) * rows] for i in range(pairs)]  # read down, then across
         for r in range(rows):
@@ -84,10 +92,10 @@ def checkpoint_facts(ckpt: Checkpoint, root: Path, tags: Sequence[str] = ()) -> 
             world += f" · DeepSpeed {ckpt.ds_version}"
         facts.append(("world", world))
     facts.append(
-        ("parameters", f"{human_count(ckpt.total_numel)} in {len(ckpt.tensors):,} tensors · {human_bytes(ckpt.total_bytes)}")
+        ("parameters", f"{human_count(ckpt.total_numel)} in {plural(len(ckpt.tensors), 'tensor')} · {human_bytes(ckpt.total_bytes)}")
     )
     if ckpt.files:
-        facts.append(("on disk", f"{len(ckpt.files)} files · {human_bytes(ckpt.files_bytes)}"))
+        facts.append(("on disk", f"{plural(len(ckpt.files), 'file')} · {human_bytes(ckpt.files_bytes)}"))
     dtypes = " · ".join(f"{short_dtype(d)} {n} ({human_bytes(b)})" for d, (n, b) in ckpt.dtypes.items())
     if dtypes:
         facts.append(("dtypes", dtypes))

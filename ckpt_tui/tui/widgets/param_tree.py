@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.widgets._tree import TreeNode
 
 from ckpt_tui.core.tree import ParamNode, format_shape
-from ckpt_tui.tui.format import human_bytes, human_count, short_dtype
+from ckpt_tui.tui.format import human_bytes, human_count, plural, short_dtype
 from ckpt_tui.tui.widgets.column_tree import Column, ColumnTree
 
 AUTO_EXPAND_TENSORS = 40  # groups this small open on their own; bigger ones wait for the user
@@ -119,7 +119,7 @@ class ParamTree(ColumnTree[ParamNode]):
             shape = format_shape(t.shape)
             dtype = short_dtype(t.dtype)
         else:
-            shape = f"{data.tensors} tensors"
+            shape = plural(data.tensors, "tensor")
             dtype = short_dtype(next(iter(data.dtypes))) if len(data.dtypes) == 1 else ("mixed" if data.dtypes else "")
         if t is not None and t.tied_to and not data.children:
             return (shape, dtype, Text("tied", style="dim"), Text("-", style="dim"), Text("-", style="dim"))

@@ -39,12 +39,12 @@ class ScanTree(ColumnTree[BrowseItem]):
     def __init__(self, root: Path, *, id: str | None = None) -> None:
         super().__init__(str(root), id=id)
         self.root_path = Path(root)
-        self._nodes: dict[Path, TreeNode[BrowseItem]] = {}
+        self._by_path: dict[Path, TreeNode[BrowseItem]] = {}
         self.marks: dict[Path, str] = {}  # run path -> "baseline" | "resumed"
 
     def reset(self) -> None:
         self.clear()
-        self._nodes = {}
+        self._by_path = {}
         self.root.expand()
 
     def add_entries(self, entries: Iterable[ScanEntry]) -> None:
@@ -58,11 +58,11 @@ class ScanTree(ColumnTree[BrowseItem]):
         parent = self._folder_node(entry.path.parent) if entry.path != self.root_path else self.root
         name = entry.path.name if entry.path != self.root_path else str(self.root_path)
         node = parent.add(Text(name), data=entry, expand=True, allow_expand=False)
-        self._nodes[entry.path] = node
+        self._by_path[entry.path] = node
 
     def _folder_node(self, folder: Path) -> TreeNode[BrowseItem]:
-        if folder in self._nodes:
-            node = self._nodes[folder]
+        if folder in self._by_path:
+            node = self._by_path[folder]
             node.allow_expand = True
             return node
         try:
@@ -73,23 +73,23 @@ class ScanTree(ColumnTree[BrowseItem]):
             return self.root
         parent = self._folder_node(folder.parent)
         node = parent.add(Text(folder.name + "/"), data=Folder(folder), expand=True)
-        self._nodes[folder] = node
+        self._by_path[folder] = node
         return node
 
     def _first_entry_node(self) -> TreeNode[BrowseItem] | None:
-        for node in self._nodes.values():
+        for node in self._by_path.values():
             if isinstance(node.data, ScanEntry):
                 return node
         return None
 
     def select_path(self, path: Path) -> None:
-        node = self._nodes.get(path)
+        node = self._by_path.get(path)
         if node is not None:
             self.move_cursor(node)
 
     def refresh_marks(self) -> None:
-        for path in list(self._nodes):
-            node = self._nodes[path]
+        for path in list(self._by_path):
+            node = self._by_path[path]
             if isinstance(node.data, ScanEntry):
                 node.refresh()
 

@@ -11,7 +11,7 @@ from textual.widgets import Static
 
 from ckpt_tui.core.tree import ParamNode, format_shape
 from ckpt_tui.core.values import TensorStats
-from ckpt_tui.tui.format import human_bytes, human_count, number, short_dtype
+from ckpt_tui.tui.format import human_bytes, human_count, number, plural, short_dtype
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -54,47 +54,47 @@ class TensorDetail(Static):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._node: ParamNode | None = None
-        self._state = StatsState()
+        self._shown_node: ParamNode | None = None
+        self._stats_state = StatsState()
 
     def show(self, node: ParamNode | None, state: StatsState | None = None) -> None:
-        self._node = node
-        self._state = state or StatsState()
+        self._shown_node = node
+        self._stats_state = state or StatsState()
         self.refresh(layout=True)
 
     @property
     def node(self) -> ParamNode | None:
-        return self._node
+        return self._shown_node
 
     def render(self) -> RenderableType:
-        node = self._node
+        node = self._shown_node
         if node is None:
             return Text("Move the cursor to a parameter.", style="dim")
         title = Text(node.path or "(all parameters)", style="bold")
-        facts = Table.grid(padding=(0, 1))
-        facts.add_column(style="dim", no_wrap=True)
-        facts.add_column(no_wrap=True, overflow="ellipsis")
         t = node.tensor
         if t is not None and not node.children:
-            facts.add_row("shape", f"{format_shape(t.shape)}  {short_dtype(t.dtype)}")
-            size = f"{t.numel:,} values · {human_bytes(t.nbytes)}"
+            size = Text.assemble((format_shape(t.shape), "bold"), f" {short_dtype(t.dtype)} · {t.numel:,} values · {human_bytes(t.nbytes)}")
             if not t.tied_to:
-                size += f" · {node.share * 100:.2f}% of total"
-            facts.add_row("size", size)
-            facts.add_row("file", t.file)
+                size.append(f" · {node.share * 100:.2f}% of total")
+            where = Text.assemble(("file ", "dim"), t.file)
             flags = []
             if t.tied_to:
                 flags.append(f"tied to {t.tied_to}")
             if t.frozen:
-                flags.append("frozen (requires_grad=False)")
+                flags.append("frozen")
             if t.buffer:
                 flags.append("buffer")
             if t.states:
-                flags.append("states: " + ", ".join(t.states))
+                flags.append("states " + ",".join(t.states))
             if flags:
-                facts.add_row("", "; ".join(flags))
-            return Group(title, facts, *self._stats_view())
-        facts.add_row("holds", f"{node.tensors:,} tensors · {human_count(node.numel)} values ({node.numel:,})")
+                where.append(" · " + " · ".join(flags), style="italic")
+            for line in (title, size, where):
+                line.no_wrap, line.overflow = True, "ellipsis"
+            return Group(title, size, where, *self._stats_view(used=3))
+        facts = Table.grid(padding=(0, 1))
+        facts.add_column(style="dim", no_wrap=True)
+        facts.add_column(no_wrap=True, overflow="ellipsis")
+        facts.add_row("holds", f"{plural(node.tensors, 'tensor')} · {human_count(node.numel)} values ({node.numel:,})")
         facts.add_row("size", f"{human_bytes(node.nbytes)} · {node.share * 100:.2f}% of total")
         if node.dtypes:
             facts.add_row("dtypes", " · ".join(f"{short_dtype(d)} {n}" for d, (n, _b) in node.dtypes.items()))
@@ -104,35 +104,37 @@ class TensorDetail(Static):
             facts.add_row("blocks", f"{len(node.children)} ({first}..{last}), {same}")
         return Group(title, facts)
 
-    def _stats_view(self) -> list[RenderableType]:
-        state = self._state
+    def _stats_view(self, used: int) -> list[RenderableType]:
+        state = self._stats_state
         if state.error:
             return [Text.assemble(("statistics: ", "dim"), (state.error, "red"))]
         if state.running:
             return [Text("computing statistics…", style="italic")]
         stats = state.stats
         if stats is None:
-            return [Text.assemble(("press ", "dim"), ("s", "bold"), (" for statistics (reads the values)", "dim"))]
+            return [Text.assemble(("press ", "dim"), ("s", "bold"), (" or Enter for statistics (reads the values)", "dim"))]
         grid = Table.grid(padding=(0, 1))
-        for _ in range(3):
+        for _ in range(4):
             grid.add_column(style="dim", no_wrap=True)
             grid.add_column(no_wrap=True)
-        grid.add_row("min", number(stats.min), "max", number(stats.max), "zeros", f"{stats.zeros:,}")
-        grid.add_row("mean", number(stats.mean), "std", number(stats.std), "|mean|", number(stats.abs_mean))
-        bad_style = "bold red" if stats.nonfinite else ""
+        bad = "bold red"
         grid.add_row(
-            "NaN", Text(f"{stats.nan:,}", style=bad_style if stats.nan else ""),
-            "inf", Text(f"{stats.inf:,}", style=bad_style if stats.inf else ""),
-            "finite", f"{stats.finite:,}",
+            "min", number(stats.min), "max", number(stats.max),
+            "mean", number(stats.mean), "std", number(stats.std),
+        )
+        grid.add_row(
+            "|mean|", number(stats.abs_mean), "zeros", f"{stats.zeros:,}",
+            "NaN", Text(f"{stats.nan:,}", style=bad if stats.nan else ""),
+            "inf", Text(f"{stats.inf:,}", style=bad if stats.inf else ""),
         )
         out: list[RenderableType] = [grid]
-        height = max(1, min(6, (self.content_region.height or 12) - 8))
-        width = max(1, (self.content_region.width or 40) // max(len(stats.histogram), 1))
-        rows = histogram_rows(stats.histogram, height, bar_width=min(width, 3))
+        height = min(8, (self.content_region.height or 12) - used - 3)
+        bins = max(len(stats.histogram), 1)
+        bar_width = max(1, min(3, (self.content_region.width or 40) // bins))
+        rows = histogram_rows(stats.histogram, max(height, 1), bar_width=bar_width)
         if rows:
-            chart = Text("\n".join(rows), style="bright_blue")
-            out.append(chart)
+            out.append(Text("\n".join(rows), style="bright_blue", no_wrap=True))
             span = len(rows[0])
             left, right = number(stats.min), number(stats.max)
-            out.append(Text(left + right.rjust(max(span - len(left), len(right) + 1)), style="dim"))
+            out.append(Text(left + right.rjust(max(span - len(left), len(right) + 1)), style="dim", no_wrap=True))
         return out

@@ -1,0 +1,22 @@
+"""Start the app from the command line: `ckpt-tui [DIR] [--no-mouse]`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ckpt_tui.core.errors import CkptError
+
+
+def launch(dir: str | None, *, mouse: bool = True) -> int:
+    """Run the app on dir (default: the current folder) until the user quits; the exit code."""
+    root = Path(dir) if dir else Path(".")
+    if not root.exists():
+        raise CkptError(root, "no such file or folder")
+    if not sys.stdout.isatty():
+        raise CkptError(None, "the app needs a terminal; for scripts use a subcommand (ckpt-tui scan DIR --json)")
+    from ckpt_tui.tui.app import CkptApp
+
+    app = CkptApp(root)
+    app.run(mouse=mouse)
+    return app.return_code or 0

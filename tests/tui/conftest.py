@@ -1,0 +1,25 @@
+"""Fixtures for the app tests: the fixed workspace of real checkpoints, entered by a relative path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.tui.scenes import WORKSPACE, make_workspace
+
+
+@pytest.fixture(scope="session")
+def workspace_parent(fixtures, tmp_path_factory) -> Path:
+    """A folder holding `workspace/` (copies of the cached fixtures, shared by the app tests)."""
+    parent = tmp_path_factory.mktemp("tui")
+    make_workspace(fixtures, parent)
+    return parent
+
+
+@pytest.fixture
+def workspace(workspace_parent: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`workspace` as a relative path, the current folder being its parent (what the screen shows)."""
+    monkeypatch.chdir(workspace_parent)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return Path(WORKSPACE)

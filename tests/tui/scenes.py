@@ -1,0 +1,159 @@
+"""A fixed workspace of real checkpoints and the app states shown in snapshots and screenshots.
+
+Shared by the snapshot tests and ``scripts/screenshots.py`` so the README's pictures are exactly what the
+tests check. Everything rendered must be the same on every machine: the workspace is copied under one
+fixed folder name and the app is started on that relative name from its parent, so no temporary path
+reaches the screen; file sizes and losses of the cached fixtures are deterministic.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+
+WORKSPACE = "workspace"
+
+# workspace sub-path -> fixture id (see tests/fixtures/builder.py)
+LAYOUT = {
+    "gpt2-hf": "hf-gpt2-safetensors",
+    "gpt2-zero3": "hf-gpt2-z3-fp32",
+    "tiny-zero2-bf16": "gpt-z2-bf16",
+    "tiny-zero1/universal": "gpt-z1-fp32.universal",
+    "runs/baseline": "tb-baseline",
+    "runs/resumed": "tb-resumed",
+}
+ZERO2 = Path(WORKSPACE) / "tiny-zero2-bf16"
+ZERO3 = Path(WORKSPACE) / "gpt2-zero3"
+HF = Path(WORKSPACE) / "gpt2-hf"
+BASELINE = Path(WORKSPACE) / "runs" / "baseline"
+RESUMED = Path(WORKSPACE) / "runs" / "resumed"
+STATS_TENSOR = "blocks.0.attn.qkv.weight"
+
+SIZES = [(80, 24), (160, 48)]
+
+
+def make_workspace(fixtures: dict[str, Any], parent: Path) -> Path:
+    """Copy the chosen fixtures into parent/workspace (copies: tests may not touch the cache)."""
+    root = parent / WORKSPACE
+    if root.exists():
+        return root
+    for rel, fid in LAYOUT.items():
+        shutil.copytree(fixtures[fid].path, root / rel, symlinks=False)
+    return root
+
+
+async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Let the app run until condition holds (workers finish on their own threads)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for the app")
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+async def scan_done(pilot: Pilot) -> None:
+    from ckpt_tui.tui.screens.browser import BrowserScreen
+
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, BrowserScreen) and not pilot.app.screen.scanning)
+
+
+async def open_checkpoint(pilot: Pilot, path: Path) -> None:
+    """From the browser: put the cursor on path and press Enter, then wait for the tree."""
+    from ckpt_tui.tui.screens.checkpoint import CheckpointScreen
+    from ckpt_tui.tui.widgets.scan_tree import ScanTree
+
+    await scan_done(pilot)
+    pilot.app.screen.query_one(ScanTree).select_path(path)
+    await pilot.press("enter")
+    await wait_until(
+        pilot,
+        lambda: isinstance(pilot.app.screen, CheckpointScreen)
+        and (pilot.app.screen.ckpt is not None or pilot.app.screen.query_one("#error").display),
+    )
+
+
+async def cursor_to(pilot: Pilot, name: str) -> None:
+    """Move the parameter tree's cursor to a dotted name with the keyboard (expanding on the way)."""
+    from ckpt_tui.tui.widgets.param_tree import ParamTree
+
+    tree = pilot.app.screen.query_one(ParamTree)
+    for _ in range(400):
+        node = tree.cursor_node
+        data = node.data if node is not None else None
+        if data is not None and data.path == name:
+            await pilot.pause()
+            return
+        if data is not None and name.startswith(data.path + ".") and node is not None and not node.is_expanded:
+            await pilot.press("right")
+        else:
+            await pilot.press("down")
+    raise AssertionError(f"{name} not reachable in the parameter tree")
+
+
+async def compute_stats(pilot: Pilot, name: str) -> None:
+    from ckpt_tui.tui.screens.checkpoint import CheckpointScreen
+
+    await cursor_to(pilot, name)
+    await pilot.press("s")
+    screen = pilot.app.screen
+    assert isinstance(screen, CheckpointScreen)
+    await wait_until(pilot, lambda: name in screen._stats and not screen._stats[name].running)
+
+
+async def open_losses(pilot: Pilot) -> None:
+    """From the browser: mark baseline and resumed runs with b / r, then l."""
+    from ckpt_tui.tui.screens.losses import LossScreen
+    from ckpt_tui.tui.widgets.scan_tree import ScanTree
+
+    await scan_done(pilot)
+    tree = pilot.app.screen.query_one(ScanTree)
+    tree.select_path(BASELINE)
+    await pilot.press("b")
+    tree.select_path(RESUMED)
+    await pilot.press("r")
+    await pilot.press("l")
+    await wait_until(
+        pilot, lambda: isinstance(pilot.app.screen, LossScreen) and pilot.app.screen.comparison is not None
+    )
+    await pilot.pause(0.1)  # plots draw after the layout settles
+
+
+# ------------------------------------------------------------------------------- named app states
+
+
+async def scene_browser(pilot: Pilot) -> None:
+    from ckpt_tui.tui.widgets.scan_tree import ScanTree
+
+    await scan_done(pilot)
+    pilot.app.screen.query_one(ScanTree).select_path(ZERO2)
+    await pilot.pause()
+
+
+async def scene_checkpoint(pilot: Pilot) -> None:
+    await open_checkpoint(pilot, ZERO2)
+    await compute_stats(pilot, STATS_TENSOR)
+
+
+async def scene_losses(pilot: Pilot) -> None:
+    await open_losses(pilot)
+
+
+async def scene_help(pilot: Pilot) -> None:
+    await scene_browser(pilot)
+    await pilot.press("f1")
+    await pilot.pause()
+
+
+SCENES: dict[str, Callable[[Pilot], Awaitable[None]]] = {
+    "browser": scene_browser,
+    "checkpoint": scene_checkpoint,
+    "losses": scene_losses,
+    "help": scene_help,
+}
+
