@@ -156,3 +156,5 @@ def render_run(run: RunLog) -> None:
     for t in run.tags:
         table.add_row(t.tag, f"{t.points:,}", str(t.first_step), str(t.last_step))
     out.print(table)
+    for warning in run.warnings:
+        out.print(f"[yellow]warning:[/] {warning}")

@@ -125,6 +125,7 @@ class RunLog:
     path: Path
     event_files: list[FileEntry] = field(default_factory=list)
     tags: list[ScalarTag] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a truncated tail of a live event file
 
     @property
     def kind(self) -> Kind:

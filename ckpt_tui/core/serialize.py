@@ -24,7 +24,8 @@ Schema ``ckpt-tui.run/1`` (``inspect`` of a TensorBoard folder)::
 
     {"schema": "ckpt-tui.run/1", "kind": "tensorboard", "path": str, "last_step": int | null,
      "files_bytes": int, "event_files": [{"path", "size", "role", "rank"}],
-     "tags": [{"tag": str, "points": int, "first_step": int | null, "last_step": int | null}]}
+     "tags": [{"tag": str, "points": int, "first_step": int | null, "last_step": int | null}],
+     "warnings": [str]}
 
 Schema ``ckpt-tui.scan/1`` (``ckpt-tui scan DIR --json``)::
 
@@ -101,6 +102,7 @@ def run_to_json(run: RunLog) -> dict[str, Any]:
         "files_bytes": run.files_bytes,
         "event_files": [_file(f) for f in run.event_files],
         "tags": [asdict(t) for t in run.tags],
+        "warnings": list(run.warnings),
     }
 
 

@@ -193,8 +193,8 @@ def read_run_log(dir: Path) -> RunLog:
         last = int(pts.steps[-1]) if len(pts) else None
         log.tags.append(ScalarTag(tag=tag, points=len(pts), first_step=first, last_step=last))
     notes = [n for f in files for n in f.notes]
-    if notes and hasattr(log, "warnings"):  # RunLog.warnings: requested from model.py's owner
-        log.warnings.extend(notes)  # type: ignore[attr-defined]
+    if notes:
+        log.warnings.extend(notes)
     return log
 
 

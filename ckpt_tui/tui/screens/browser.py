@@ -92,20 +92,20 @@ class BrowserScreen(Screen[None]):
         self._show_entry(None)
         if self._drain_timer is None:
             self._drain_timer = self.set_interval(DRAIN_SECONDS, self._drain)
-        self._scan(self._scan_generation + 1)
+        self._scan_generation += 1
+        self._scan(self._scan_generation)
 
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
     def _scan(self, generation: int) -> None:
         """Walk in a thread. Entries go to a list the UI drains on a timer, so what is found shows
         within DRAIN_SECONDS even when the walk then hangs (a stuck NFS mount), and a 100k-folder
         tree never floods the UI with messages."""
-        self._scan_generation = generation
         worker = get_current_worker()
         report = ScanReport(self.root)
         for entry in scan(self.root, MAX_DEPTH, report):
-            if worker.is_cancelled or generation != self._scan_generation:
-                return
             with self._found_lock:
+                if worker.is_cancelled or generation != self._scan_generation:
+                    return  # a rescan started: this walk's results are stale
                 self._found.append(entry)
                 self._skipped_so_far = report.skipped[:]
         if not worker.is_cancelled and generation == self._scan_generation:
