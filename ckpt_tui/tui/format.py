@@ -10,7 +10,18 @@ from ckpt_tui.core import dtypes as dt
 from ckpt_tui.core.model import Kind
 from ckpt_tui.core.tree import human_bytes, human_count
 
-__all__ = ["display_path", "kind_badge", "KIND_SHORT", "human_bytes", "human_count", "short_dtype", "number", "plural"]
+__all__ = [
+    "KIND_SHORT",
+    "display_path",
+    "human_bytes",
+    "human_count",
+    "kind_badge",
+    "kind_label",
+    "number",
+    "plural",
+    "relative_path",
+    "short_dtype",
+]
 
 KIND_SHORT = {
     Kind.HF_SAFETENSORS: "safetensors",
@@ -43,11 +54,28 @@ def display_path(path: Path | str, root: Path) -> str:
     return str(root / rel) if str(rel) != "." else str(root)
 
 
+def relative_path(path: Path | str, root: Path) -> str:
+    """path under root without the root's own name ('runs/baseline'); '.' for the root itself."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def kind_badge(kind: Kind, stage: int | None = None) -> Text:
     label = KIND_SHORT[kind]
     if kind is Kind.DS_ZERO and stage is not None:
         label = f"ZeRO-{stage}"
     return Text(label, style=f"bold {KIND_COLOR[kind]}")
+
+
+def kind_label(kind: Kind, stage: int | None = None) -> Text:
+    """The long name, coloured like the badge: 'DeepSpeed ZeRO-2', 'HF safetensors'."""
+    label = kind.label
+    if kind is Kind.DS_ZERO and stage is not None:
+        label = f"{label}-{stage}"
+    return Text.assemble((label, f"bold {KIND_COLOR[kind]}"))
 
 
 def short_dtype(dtype: str | None) -> str:

@@ -336,3 +336,18 @@ def test_kill_9_midway_then_rerun(big_hf: Path, tmp_path: Path) -> None:
     assert (dst.parent / "latest_universal").read_text() == dst.name
     assert len(param_folders(dst)) == 300
     assert tree_hash(big_hf) == before
+
+
+def test_universal_restep_keeps_everything_else(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """universal -> universal with another --step: same tensors and optimizer_state.pt, new global_steps."""
+    ref_fx = ref_universal(fixtures, "gpt-z3-fp32")
+    src = ref_fx.path / ref_fx.tag
+    out = convert(ref_fx.path, tmp_path / "u", "universal", ConvertOptions(step=9))
+    assert (out / "zero" / "optimizer_state.pt").read_bytes() == (src / "zero" / "optimizer_state.pt").read_bytes()
+    for name in sorted(p.name for p in src.glob("*model_states.pt")):
+        state = _load(out / name)
+        assert state["global_steps"] == 9 and "global_samples" not in state
+    assert param_folders(out) == param_folders(src)
+    for name in param_folders(src):
+        for state in STATES:
+            assert_same_file(out / "zero" / name / f"{state}.pt", src / "zero" / name / f"{state}.pt")

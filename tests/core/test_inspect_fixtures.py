@@ -83,7 +83,7 @@ def test_inspect_text(fixtures, fid):
     assert fx.kind.label in result.out
     assert f"{fx.truth.numel:,}" in result.out or fx.kind is not Kind.DS_ZERO
     if fx.stage is not None and fx.kind is Kind.DS_ZERO:
-        assert f"ZeRO stage" in result.out and str(fx.dp) in result.out
+        assert "ZeRO stage" in result.out and str(fx.dp) in result.out
 
 
 @pytest.mark.parametrize("fid", [i for i in ALL_ZERO if "z2" in i or "z3" in i][:2] + ["gpt-z1-bf16"])

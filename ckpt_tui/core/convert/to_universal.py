@@ -64,7 +64,7 @@ def _write(plan: Plan, tmp: Path, workers: int, control: JobControl) -> None:
         written = ul.write_param_folder(zero / name, states, plan.layout, trainable=plan.item(name).trainable)
         control.advance(name, written)
     control.check()
-    ul.save(plan.optimizer_state(), zero / ul.OPTIMIZER_STATE)
+    plan.write_optimizer_state(zero)
     plan.write_model_states(tmp)
 
 

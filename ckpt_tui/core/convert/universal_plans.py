@@ -69,6 +69,9 @@ class Plan:
     def optimizer_state(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def write_optimizer_state(self, zero: Path) -> None:
+        ul.save(self.optimizer_state(), zero / ul.OPTIMIZER_STATE)
+
     def write_model_states(self, tmp: Path) -> None:
         raise NotImplementedError
 
@@ -288,9 +291,13 @@ class _UniversalPlan(_DeepSpeedPlan):
         step = steps[min(steps)].get("step") if steps else None
         return step if step is not None else _fresh_step()
 
-    def optimizer_state(self) -> dict[str, Any]:
+    def write_optimizer_state(self, zero: Path) -> None:
         if self.same_layout:
-            return self.global_state
+            shutil.copy2(self.ckpt.path / ul.ZERO / ul.OPTIMIZER_STATE, zero / ul.OPTIMIZER_STATE)
+        else:
+            super().write_optimizer_state(zero)
+
+    def optimizer_state(self) -> dict[str, Any]:
         groups = self.global_state.get("param_groups") or [{"params": []}]
         step = self._global_step()
         if self.source_stage != 3:

@@ -62,23 +62,6 @@ def read(path: Path) -> Checkpoint:
         ckpt.tensors = entries(path, path)
         ckpt.files = [FileEntry(path.name, path.stat().st_size, "weights")]
     else:
-        ckpt.config, ckpt.files = hf_common.config_summary(path)
-        indexes = sorted(path.glob(f"*{SUFFIX}.index.json"))
-        if indexes:
-            index = indexes[0]
-            weight_map = hf_common.read_index(index)
-            ckpt.files.append(FileEntry(index.name, index.stat().st_size, "index"))
-            found = {s: entries(path / s, path) for s in hf_common.require_shards(index, weight_map)}
-            hf_common.check_index(index, weight_map, found)
-        else:
-            files = _weight_files(path)
-            if not files:
-                raise CkptError(path, "no .bin weight files")
-            if len(files) > 1:
-                ckpt.warnings.append(f"{len(files)} .bin files and no index: read them all")
-            found = {p.name: entries(p, path) for p in files}
-        for shard, tensors in found.items():
-            ckpt.files.append(FileEntry(shard, (path / shard).stat().st_size, "shard"))
-            ckpt.tensors.extend(tensors)
+        hf_common.read_weight_files(ckpt, _weight_files(path), SUFFIX, entries, cheap=False)
     ckpt.shared_params.update({t.name: t.tied_to for t in ckpt.tensors if t.tied_to})
     return hf_common.finish(ckpt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,52 @@ def finish(ckpt: Checkpoint) -> Checkpoint:
                 o = by_name[owner]
                 ckpt.tensors.append(TensorEntry(alias, o.shape, o.dtype, o.file, o.nbytes, tied_to=owner))
     return ckpt
+
+
+EntriesFn = Callable[[Path, Path], list[TensorEntry]]
+
+
+def read_weight_files(
+    ckpt: Checkpoint, weight_files: list[Path], suffix: str, entries: EntriesFn, cheap: bool
+) -> dict[str, list[TensorEntry]]:
+    """Fill ckpt (a folder) from its index or, without one, from every weight file; returns shard -> entries.
+
+    `cheap`: entries() only reads headers, so files the index ignores may be read to explain a mismatch.
+    """
+    folder = ckpt.path
+    ckpt.config, ckpt.files = config_summary(folder)
+    indexes = sorted(folder.glob(f"*{suffix}.index.json"))
+    if indexes:
+        index = indexes[0]
+        weight_map = read_index(index)
+        ckpt.files.append(FileEntry(index.name, index.stat().st_size, "index"))
+        found = {shard: entries(folder / shard, folder) for shard in require_shards(index, weight_map)}
+        unlisted = [p for p in weight_files if p.name not in weight_map.values()]
+        located = {t.name: t.file for p in unlisted for t in _entries_or_none(entries, p, folder)} if cheap else {}
+        check_index(index, weight_map, found, located)
+        if unlisted:
+            names = ", ".join(p.name for p in unlisted)
+            ckpt.warnings.append(f"{len(unlisted)} {suffix} file(s) not in the index, ignored: {names}")
+    else:
+        if not weight_files:
+            raise CkptError(folder, f"no {suffix} weight files")
+        if len(weight_files) > 1:
+            ckpt.warnings.append(f"{len(weight_files)} {suffix} files and no index: read them all")
+        found = {p.name: entries(p, folder) for p in weight_files}
+    seen: dict[str, str] = {}
+    for shard, tensors in found.items():
+        ckpt.files.append(FileEntry(shard, (folder / shard).stat().st_size, "shard"))
+        for t in tensors:
+            if t.name in seen:
+                raise CkptError(folder, f"tensor '{t.name}' is stored twice: in '{seen[t.name]}' and '{shard}'")
+            seen[t.name] = shard
+        ckpt.tensors.extend(tensors)
+    return found
+
+
+def _entries_or_none(entries: EntriesFn, path: Path, root: Path) -> list[TensorEntry]:
+    """Entries of a file the index ignores: only used to explain a mismatch, so a bad one is skipped."""
+    try:
+        return entries(path, root)
+    except CkptError:
+        return []

@@ -90,7 +90,7 @@ def _validate(path: Path, header: dict, data_size: int) -> None:
             )
         spans.append((begin, end, name))
     spans.sort()
-    for (b1, e1, n1), (b2, _e2, n2) in zip(spans, spans[1:]):
+    for (_b1, e1, n1), (b2, _e2, n2) in zip(spans, spans[1:]):
         if b2 < e1:
             raise CkptError(path, f"tensors '{n1}' and '{n2}' overlap in the data section")
 
@@ -115,30 +115,8 @@ def read(path: Path) -> Checkpoint:
         _tied_from_metadata(ckpt, path)
         return hf_common.finish(ckpt)
     ckpt = Checkpoint(kind=Kind.HF_SAFETENSORS, path=path)
-    ckpt.config, ckpt.files = hf_common.config_summary(path)
-    indexes = sorted(path.glob(f"*{SUFFIX}.index.json"))
     shards = sorted(p for p in path.glob(f"*{SUFFIX}") if p.is_file())
-    if indexes:
-        index = indexes[0]
-        weight_map = hf_common.read_index(index)
-        ckpt.files.append(FileEntry(index.name, index.stat().st_size, "index"))
-        found = {shard: entries(path / shard, path) for shard in hf_common.require_shards(index, weight_map)}
-        unlisted = [p for p in shards if p.name not in weight_map.values()]
-        unlisted_tensors = {t.name: t.file for p in unlisted for t in _entries_or_none(p, path)}
-        hf_common.check_index(index, weight_map, found, unlisted_tensors)
-        if unlisted:
-            names = ", ".join(p.name for p in unlisted)
-            ckpt.warnings.append(f"{len(unlisted)} .safetensors file(s) not in the index, ignored: {names}")
-    else:
-        if not shards:
-            raise CkptError(path, "no .safetensors files")
-        if len(shards) > 1:
-            ckpt.warnings.append(f"{len(shards)} .safetensors files and no index: read them all")
-        found = {p.name: entries(p, path) for p in shards}
-    for shard, tensors in found.items():
-        ckpt.files.append(FileEntry(shard, (path / shard).stat().st_size, "shard"))
-        ckpt.tensors.extend(tensors)
-    _check_duplicates(path, found)
+    found = hf_common.read_weight_files(ckpt, shards, SUFFIX, entries, cheap=True)
     _tied_from_metadata(ckpt, path / next(iter(found)))
     return hf_common.finish(ckpt)
 
@@ -159,20 +137,3 @@ def _tied_from_metadata(ckpt: Checkpoint, first_file: Path) -> None:
         if o is not None and alias not in by_name:
             ckpt.shared_params[alias] = owner
             ckpt.tensors.append(TensorEntry(alias, o.shape, o.dtype, o.file, o.nbytes, tied_to=owner))
-
-
-def _entries_or_none(path: Path, root: Path) -> list[TensorEntry]:
-    """Entries of a file the index ignores: only used to explain a mismatch, so a bad one is skipped."""
-    try:
-        return entries(path, root)
-    except CkptError:
-        return []
-
-
-def _check_duplicates(path: Path, found: dict[str, list[TensorEntry]]) -> None:
-    seen: dict[str, str] = {}
-    for shard, tensors in found.items():
-        for t in tensors:
-            if t.name in seen:
-                raise CkptError(path, f"tensor '{t.name}' is stored twice: in '{seen[t.name]}' and '{shard}'")
-            seen[t.name] = shard

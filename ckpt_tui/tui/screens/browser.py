@@ -230,9 +230,8 @@ class BrowserScreen(Screen[None]):
         other = "resumed" if role == "baseline" else "baseline"
         if getattr(self.ckpt_app, f"{other}_run") == item.path:
             setattr(self.ckpt_app, f"{other}_run", None)
-        tree.refresh_marks()
+        tree.refresh_marks()  # the row shows the mark; no toast to cover the screen
         self._show_entry(item)
-        self.notify(f"{role} run: {display_path(item.path, self.root)}", timeout=3)
 
     def action_losses(self) -> None:
         self.ckpt_app.open_losses()

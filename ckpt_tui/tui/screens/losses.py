@@ -15,7 +15,7 @@ from textual.widgets import Footer, Header, Label, Select
 from textual.worker import get_current_worker
 
 from ckpt_tui.core.errors import CkptError
-from ckpt_tui.tui.format import display_path
+from ckpt_tui.tui.format import display_path, relative_path
 
 if TYPE_CHECKING:
     from ckpt_tui.core.losses import Comparison, Run
@@ -63,7 +63,7 @@ class LossScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         from ckpt_tui.tui.widgets.loss_panel import CurvesPlot, DiffPlot, VerdictPanel
 
-        options = [(display_path(r, self.root), r) for r in self.runs]
+        options = [(relative_path(r, self.root), r) for r in self.runs]
         yield Header()
         with Horizontal(id="pickers"):
             with Horizontal(classes="picker"):

@@ -12,7 +12,7 @@ from textual.widgets import Static
 
 from ckpt_tui.core.model import Checkpoint, Kind
 from ckpt_tui.core.scan import ScanEntry
-from ckpt_tui.tui.format import display_path, human_bytes, human_count, kind_badge, plural, short_dtype
+from ckpt_tui.tui.format import display_path, human_bytes, human_count, kind_label, plural, short_dtype
 
 Fact = tuple[str, "Text | str"]
 SHORT_SCREEN = 36  # rows: below this, panels that allow it show their first facts only
@@ -42,10 +42,13 @@ class FactsPanel(Static):
     def render(self) -> RenderableType:
         width = self.content_region.width or self.size.width or 80
         pairs = 3 if width >= 150 else 2 if width >= 76 else 1
-        table = Table.grid(padding=(0, 1), expand=True)
-        for _ in range(pairs):
+        table = Table.grid(padding=(0, 1))
+        for i in range(pairs):
             table.add_column(style="dim", no_wrap=True)
-            table.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+            # values size to their content; a gap separates one pair from the next
+            table.add_column(no_wrap=True, overflow="ellipsis", min_width=8)
+            if i < pairs - 1:
+                table.add_column(width=1)
         wide = [f for f in self._facts if f[0] == "warning"]
         short = [f for f in self._facts if f[0] != "warning"]
         if self._short_rows is not None and self.app.size.height < SHORT_SCREEN:
@@ -56,9 +59,9 @@ class FactsPanel(Static):
         columns = [short[i * rows : (i + 1) * rows] for i in range(pairs)]  # read down, then across
         for r in range(rows):
             cells: list[Text | str] = []
-            for col in columns:
+            for i, col in enumerate(columns):
                 key, value = col[r] if r < len(col) else ("", "")
-                cells += [key, value]
+                cells += [key, value] + ([""] if i < pairs - 1 else [])
             table.add_row(*cells)
         if not wide:
             return table
@@ -73,7 +76,7 @@ class FactsPanel(Static):
 def checkpoint_facts(ckpt: Checkpoint, root: Path, tags: Sequence[str] = ()) -> list[Fact]:
     """What a user wants to know about a checkpoint before looking at any tensor."""
     facts: list[Fact] = []
-    kind = Text.assemble(kind_badge(ckpt.kind, ckpt.zero_stage), f"  {ckpt.kind.label}")
+    kind = kind_label(ckpt.kind, ckpt.zero_stage)
     if ckpt.compute_dtype:
         kind.append(f" · {short_dtype(ckpt.compute_dtype)}")
     facts.append(("kind", kind))
@@ -82,9 +85,8 @@ def checkpoint_facts(ckpt: Checkpoint, root: Path, tags: Sequence[str] = ()) -> 
         parts = [ckpt.tag] if ckpt.tag else []
         if ckpt.step is not None:
             parts.append(f"step {ckpt.step:,}")
-        if len(tags) > 1:
-            where = f"{tags.index(ckpt.tag) + 1} of {len(tags)}" if ckpt.tag in tags else f"{len(tags)}"
-            parts.append(f"tag {where}")
+        if len(tags) > 1 and ckpt.tag in tags:
+            parts[0] = f"{ckpt.tag} ({tags.index(ckpt.tag) + 1}/{len(tags)})"
         facts.append(("tag", " · ".join(parts)))
     if ckpt.dp_world_size is not None or ckpt.ds_version:
         world = f"DP {ckpt.dp_world_size or '?'} × MP {ckpt.mp_world_size or 1}"
@@ -92,7 +94,7 @@ def checkpoint_facts(ckpt: Checkpoint, root: Path, tags: Sequence[str] = ()) -> 
             world += f" · DeepSpeed {ckpt.ds_version}"
         facts.append(("world", world))
     facts.append(
-        ("parameters", f"{human_count(ckpt.total_numel)} in {plural(len(ckpt.tensors), 'tensor')} · {human_bytes(ckpt.total_bytes)}")
+        ("parameters", f"{human_count(ckpt.total_numel)} · {plural(len(ckpt.tensors), 'tensor')} · {human_bytes(ckpt.total_bytes)}")
     )
     if ckpt.files:
         facts.append(("on disk", f"{plural(len(ckpt.files), 'file')} · {human_bytes(ckpt.files_bytes)}"))
@@ -119,7 +121,7 @@ def checkpoint_facts(ckpt: Checkpoint, root: Path, tags: Sequence[str] = ()) -> 
 
 def scan_entry_facts(entry: ScanEntry, root: Path) -> list[Fact]:
     facts: list[Fact] = [
-        ("kind", Text.assemble(kind_badge(entry.kind), f"  {entry.kind.label}")),
+        ("kind", kind_label(entry.kind)),
         ("path", display_path(entry.path, root)),
     ]
     if entry.tag:

@@ -103,7 +103,22 @@ class VerdictPanel(Static):
             for col in columns:
                 cells += list(col[r]) if r < len(col) else ["", ""]
             table.add_row(*cells)
-        parts: list[RenderableType] = [head, table]
+        parts: list[RenderableType] = [head]
+        roomy = height >= len(rows) + 4
+        if roomy:
+            parts.append(Text(_verdict_sentence(cmp), style="italic"))
+        parts.append(table)
         for note in self._notes:
             parts.append(Text(note, style="yellow"))
+        if roomy:
+            parts.append(Text("\n+/- tolerance · v train/validation · t next tag · s swap", style="dim"))
         return Group(*parts)
+
+
+def _verdict_sentence(cmp: Comparison) -> str:
+    """The verdict in words, for someone who does not read the table."""
+    if cmp.verdict == "match":
+        return "The resumed run reproduces the baseline on every common step."
+    if cmp.verdict == "no-overlap":
+        return "The runs share no step: nothing to compare."
+    return f"{cmp.mismatches} of {cmp.compared} steps differ beyond tolerance, from step {cmp.first_divergence_step}."
