@@ -99,6 +99,12 @@ def test_browser_filter_narrows_and_escape_restores(workspace):
         await pilot.pause()
         assert not app.screen.query_one("#filter").display
         assert len(tree._by_path) == total
+        folder = tree._by_path[Path("workspace/runs")]
+        tree.move_cursor(folder)
+        await pilot.press("enter")
+        assert not folder.is_expanded and isinstance(app.screen, BrowserScreen)
+        await pilot.press("enter")
+        assert folder.is_expanded
 
     drive(app, scenario)
 

@@ -94,6 +94,11 @@ def read(path: Path) -> Checkpoint:
         )
     if not ckpt.tensors:
         raise CkptError(zero, "no parameter folders")
+    by_name = {t.name: t for t in ckpt.tensors}
+    for alias, owner in ckpt.shared_params.items():
+        if alias not in by_name and owner in by_name:  # ds_to_universal on ZeRO-3 writes no alias folder
+            o = by_name[owner]
+            ckpt.tensors.append(TensorEntry(alias, o.shape, o.dtype, o.file, o.nbytes, o.states, tied_to=owner))
     ckpt.optimizer_states = tuple(s for s in STATE_FILES if s in all_states and s != "fp32")
     ckpt.metadata["layout"] = layout
     listed = {t.name for t in ckpt.tensors}

@@ -161,6 +161,7 @@ class BrowserScreen(Screen[None]):
     @on(ScanTree.NodeHighlighted)
     def _highlighted(self, event: ScanTree.NodeHighlighted) -> None:
         self._show_entry(event.node.data)
+        self.refresh_bindings()  # b / r only show on a TensorBoard run
 
     @on(ScanTree.NodeSelected)
     def _selected(self, event: ScanTree.NodeSelected) -> None:

@@ -41,8 +41,8 @@ class LossScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("t", "next_tag", "Next tag"),
-        Binding("v", "toggle_validation", "Train/validation"),
-        Binding("s", "swap", "Swap runs"),
+        Binding("v", "toggle_validation", "Train/val"),
+        Binding("s", "swap", "Swap"),
         Binding("plus,equals_sign", "looser", "Looser tol.", show=False),
         Binding("minus", "tighter", "Tighter tol.", show=False),
         Binding("f5,ctrl+r", "reload", "Reload", show=False),

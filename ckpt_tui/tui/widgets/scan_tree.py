@@ -38,6 +38,7 @@ class ScanTree(ColumnTree[BrowseItem]):
 
     def __init__(self, root: Path, *, id: str | None = None) -> None:
         super().__init__(str(root), id=id)
+        self.auto_expand = False  # Enter is the browser's "open"; it toggles folders itself
         self.root_path = Path(root)
         self._by_path: dict[Path, TreeNode[BrowseItem]] = {}
         self.marks: dict[Path, str] = {}  # run path -> "baseline" | "resumed"
