@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="hf: store floating tensors in this dtype")
     p.add_argument("--max-shard-size", help="hf: split into shards of at most this size (e.g. 5GB)")
-    p.add_argument("--step", type=int, help="universal: iteration training resumes at (default: the source's)")
+    p.add_argument("--step", type=int, help="universal: the last completed step; training resumes at STEP+1 (default: the source's)")
     p.add_argument("--stage", type=int, choices=[1, 2, 3], help="universal: ZeRO stage layout to write")
     p.add_argument("--workers", type=int, default=2, help="tensors read ahead in parallel (default 2)")
     p.add_argument("--verify", action="store_true", help="compare the output with the source afterwards")

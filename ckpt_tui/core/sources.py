@@ -207,9 +207,11 @@ class UniversalSource(TensorSource):
             self._states[t.name] = t.states
 
     def states(self, name: str) -> tuple[str, ...]:
+        name = self.aliases.get(name, name)
         return tuple(s for s in self._states.get(name, ()) if s != "fp32")
 
     def _load(self, name: str, state: str) -> torch.Tensor:
+        name = self.aliases.get(name, name)  # an alias holds its owner's values (or has no folder at all)
         path = self.checkpoint.path / "zero" / name / f"{state}.pt"
         obj, mapped = safe_pickle.load_mapped(path)
         value = obj.get("param") if isinstance(obj, dict) else obj

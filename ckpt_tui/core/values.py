@@ -252,4 +252,3 @@ def _histogram(values: torch.Tensor, bins: int, lo: float, hi: float) -> torch.T
         return counts
     index = ((values - lo) * (bins / (hi - lo))).floor().clamp_(0, bins - 1).to(torch.int64)
     return torch.bincount(index, minlength=bins).to(torch.float64)
-

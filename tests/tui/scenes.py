@@ -8,9 +8,12 @@ reaches the screen; file sizes and losses of the cached fixtures are determinist
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,33 @@ RESUMED = Path(WORKSPACE) / "runs" / "resumed"
 STATS_TENSOR = "blocks.0.attn.qkv.weight"
 
 SIZES = [(80, 24), (160, 48)]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the scenes open, as paths relative to the folder the app is started from."""
+
+    zero: Path  # a ZeRO checkpoint for the checkpoint view
+    stats_tensor: str | None  # the tensor whose statistics are shown (None: the first one stored)
+    baseline: Path  # TensorBoard runs for the loss comparison
+    resumed: Path
+
+
+FIXTURE_TARGETS = Targets(ZERO2, STATS_TENSOR, BASELINE, RESUMED)
+
+
+def demo_targets(root: str) -> Targets:
+    """The same scenes on a `ckpt-tui demo` workspace (see ckpt_tui.demo.workspace for its layout).
+
+    A ZeRO-3 baseline keeps its values partitioned, so the checkpoint scene shows the universal
+    conversion of it instead (whose values can be read).
+    """
+    base = Path(root)
+    settings = json.loads((base / "demo.json").read_text()).get("settings", {})
+    zero = base / "baseline" / "ckpt"
+    if settings.get("stage") == 3:
+        zero = base / "universal-from-zero" / f"global_step{settings['steps']}_universal"
+    return Targets(zero, None, base / "baseline" / "tb", base / "resumed-from-zero" / "tb")
 
 
 def make_workspace(fixtures: dict[str, Any], parent: Path) -> Path:
@@ -73,8 +103,10 @@ async def open_checkpoint(pilot: Pilot, path: Path) -> None:
     await pilot.press("enter")
     await wait_until(
         pilot,
-        lambda: isinstance(pilot.app.screen, CheckpointScreen)
-        and (pilot.app.screen.ckpt is not None or pilot.app.screen.query_one("#error").display),
+        lambda: (
+            isinstance(pilot.app.screen, CheckpointScreen)
+            and (pilot.app.screen.ckpt is not None or pilot.app.screen.query_one("#error").display)
+        ),
     )
 
 
@@ -106,16 +138,16 @@ async def compute_stats(pilot: Pilot, name: str) -> None:
     await wait_until(pilot, lambda: name in screen._stats and not screen._stats[name].running)
 
 
-async def open_losses(pilot: Pilot) -> None:
+async def open_losses(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
     """From the browser: mark baseline and resumed runs with b / r, then l."""
     from ckpt_tui.tui.screens.losses import LossScreen
     from ckpt_tui.tui.widgets.scan_tree import ScanTree
 
     await scan_done(pilot)
     tree = pilot.app.screen.query_one(ScanTree)
-    tree.select_path(BASELINE)
+    tree.select_path(targets.baseline)
     await pilot.press("b")
-    tree.select_path(RESUMED)
+    tree.select_path(targets.resumed)
     await pilot.press("r")
     await pilot.press("l")
     await wait_until(
@@ -127,33 +159,38 @@ async def open_losses(pilot: Pilot) -> None:
 # ------------------------------------------------------------------------------- named app states
 
 
-async def scene_browser(pilot: Pilot) -> None:
+async def scene_browser(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
     from ckpt_tui.tui.widgets.scan_tree import ScanTree
 
     await scan_done(pilot)
-    pilot.app.screen.query_one(ScanTree).select_path(ZERO2)
+    pilot.app.screen.query_one(ScanTree).select_path(targets.zero)
     await pilot.pause()
 
 
-async def scene_checkpoint(pilot: Pilot) -> None:
-    await open_checkpoint(pilot, ZERO2)
-    await compute_stats(pilot, STATS_TENSOR)
+async def scene_checkpoint(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
+    await open_checkpoint(pilot, targets.zero)
+    name = targets.stats_tensor or pilot.app.screen.ckpt.tensors[0].name
+    await compute_stats(pilot, name)
 
 
-async def scene_losses(pilot: Pilot) -> None:
-    await open_losses(pilot)
+async def scene_losses(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
+    await open_losses(pilot, targets)
 
 
-async def scene_help(pilot: Pilot) -> None:
-    await scene_browser(pilot)
+async def scene_help(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
+    await scene_browser(pilot, targets)
     await pilot.press("f1")
     await pilot.pause()
 
 
-SCENES: dict[str, Callable[[Pilot], Awaitable[None]]] = {
+SCENES: dict[str, Callable[..., Awaitable[None]]] = {
     "browser": scene_browser,
     "checkpoint": scene_checkpoint,
     "losses": scene_losses,
     "help": scene_help,
 }
 
+
+def scene(name: str, targets: Targets = FIXTURE_TARGETS) -> Callable[[Pilot], Awaitable[None]]:
+    """The named scene bound to targets, ready for snap_compare(run_before=...) or a screenshot."""
+    return partial(SCENES[name], targets=targets)

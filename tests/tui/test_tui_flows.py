@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import subprocess
 import sys
@@ -247,7 +246,12 @@ def test_next_tag_filter_copy_and_back(workspace, fixtures):
         await pilot.press("slash", *"qkv")
         await pilot.pause()
         shown = [n.path for n in screen.query_one(ParamTree).root.data.walk() if n.tensor is not None]
-        assert shown == ["blocks.0.attn.qkv.bias", "blocks.0.attn.qkv.weight", "blocks.1.attn.qkv.bias", "blocks.1.attn.qkv.weight"]
+        assert shown == [
+            "blocks.0.attn.qkv.bias",
+            "blocks.0.attn.qkv.weight",
+            "blocks.1.attn.qkv.bias",
+            "blocks.1.attn.qkv.weight",
+        ]
         await pilot.press("enter")
         await scenes.cursor_to(pilot, "blocks.1.attn.qkv.weight")
         await pilot.press("c", "y")

@@ -58,7 +58,7 @@ def model_states_name(stage: int, dp_rank: int = 0) -> str:
 
 def check_folder_name(name: str) -> None:
     """Param names become folder names: refuse any that would escape zero/ (names come from user files)."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+    if not name or name in (".", "..", OPTIMIZER_STATE) or "/" in name or "\\" in name or "\0" in name:
         raise CkptError(None, f"parameter name {name!r} cannot be a folder name in a universal checkpoint")
 
 

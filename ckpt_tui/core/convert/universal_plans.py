@@ -277,7 +277,7 @@ class _UniversalPlan(_DeepSpeedPlan):
         import torch
 
         item = self.item(name)
-        out = {"fp32": self.source.read(name)}
+        out = {"fp32": self.source.read(name)}  # UniversalSource resolves a tied alias to its owner
         if not item.trainable:
             return out
         have = self.source.states(name)

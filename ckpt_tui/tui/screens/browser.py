@@ -135,6 +135,8 @@ class BrowserScreen(Screen[None]):
     def _add_found(self, batch: list[ScanEntry], skipped: list[str]) -> None:
         self.entries.extend(batch)
         self.skipped = skipped
+        if any(e.kind is Kind.TENSORBOARD for e in batch):  # `l` works before the scan ends
+            self.ckpt_app.runs = [e for e in self.entries if e.kind is Kind.TENSORBOARD]
         query = self.query_one("#filter", Input).value.strip()
         shown = [e for e in batch if not query or entry_matches(e, self.root, query)]
         self.query_one(ScanTree).add_entries(shown)

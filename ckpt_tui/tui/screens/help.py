@@ -47,7 +47,9 @@ class HelpScreen(ModalScreen[None]):
         ordered = sorted(self._screens, key=lambda s: s[1] is not self._current)
         for title, screen_class in ordered:
             here = " (this screen)" if screen_class is self._current else ""
-            self._section(table, f"{title}{here}", [(k.keys, k.description) for k in key_actions(self.app, screen_class)])
+            self._section(
+                table, f"{title}{here}", [(k.keys, k.description) for k in key_actions(self.app, screen_class)]
+            )
         self._section(table, "Trees", TREE_KEYS)
         app_keys = [(k.keys, k.description) for k in key_actions(self.app, type(self.app))]
         app_keys += [("^p", "command palette: every action by name"), ("^q", "quit")]

@@ -48,7 +48,9 @@ class LossScreen(Screen[None]):
         Binding("f5,ctrl+r", "reload", "Reload", show=False),
     ]
 
-    def __init__(self, root: Path, runs: list[Path], *, baseline: Path | None = None, resumed: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, runs: list[Path], *, baseline: Path | None = None, resumed: Path | None = None
+    ) -> None:
         super().__init__()
         self.root = Path(root)
         self.runs = list(dict.fromkeys(Path(r) for r in runs))
@@ -68,7 +70,9 @@ class LossScreen(Screen[None]):
         with Horizontal(id="pickers"):
             with Horizontal(classes="picker"):
                 yield Label("baseline", classes="picker-label")
-                yield Select(options, value=self.baseline or Select.NULL, allow_blank=False, id="baseline", compact=True)
+                yield Select(
+                    options, value=self.baseline or Select.NULL, allow_blank=False, id="baseline", compact=True
+                )
             with Horizontal(classes="picker"):
                 yield Label("resumed", classes="picker-label")
                 yield Select(options, value=self.resumed or Select.NULL, allow_blank=False, id="resumed", compact=True)

@@ -29,7 +29,12 @@ class FactsPanel(Static):
     """
 
     def __init__(
-        self, facts: Sequence[Fact] = (), *, short_rows: int | None = None, id: str | None = None, classes: str | None = None
+        self,
+        facts: Sequence[Fact] = (),
+        *,
+        short_rows: int | None = None,
+        id: str | None = None,
+        classes: str | None = None,
     ) -> None:
         super().__init__(id=id, classes=classes)
         self._facts: list[Fact] = list(facts)
@@ -42,13 +47,6 @@ class FactsPanel(Static):
     def render(self) -> RenderableType:
         width = self.content_region.width or self.size.width or 80
         pairs = 3 if width >= 150 else 2 if width >= 76 else 1
-        table = Table.grid(padding=(0, 1))
-        for i in range(pairs):
-            table.add_column(style="dim", no_wrap=True)
-            # values size to their content; a gap separates one pair from the next
-            table.add_column(no_wrap=True, overflow="ellipsis", min_width=8)
-            if i < pairs - 1:
-                table.add_column(width=1)
         wide = [f for f in self._facts if f[0] == "warning"]
         short = [f for f in self._facts if f[0] != "warning"]
         if self._short_rows is not None and self.app.size.height < SHORT_SCREEN:
@@ -57,6 +55,18 @@ class FactsPanel(Static):
                 wide = [("warning", f"{wide[0][1]} (and {len(wide) - 1} more)")]
         rows = (len(short) + pairs - 1) // pairs
         columns = [short[i * rows : (i + 1) * rows] for i in range(pairs)]  # read down, then across
+        key_widths = [max((len(k) for k, _ in col), default=0) for col in columns]
+        needs = [
+            max((Text(v).cell_len if isinstance(v, str) else v.cell_len for _, v in col), default=0) for col in columns
+        ]
+        gaps = 3 * pairs - 2  # one cell between the columns of the grid (key, value, spacer, ...)
+        value_widths = share_out(width - sum(key_widths) - (pairs - 1) - gaps, needs)
+        table = Table.grid(padding=(0, 1))
+        for i in range(pairs):
+            table.add_column(style="dim", no_wrap=True, width=key_widths[i])  # keys never shrink
+            table.add_column(no_wrap=True, overflow="ellipsis", width=value_widths[i])
+            if i < pairs - 1:
+                table.add_column(width=1)
         for r in range(rows):
             cells: list[Text | str] = []
             for i, col in enumerate(columns):
@@ -71,6 +81,19 @@ class FactsPanel(Static):
         for _, text in wide:
             grid.add_row(Text.assemble(("warning ", "bold yellow"), text if isinstance(text, Text) else Text(text)))
         return grid
+
+
+def share_out(budget: int, needs: list[int]) -> list[int]:
+    """Widths for columns wanting `needs` cells within budget: short columns get all they need, long
+    ones split what is left evenly (so one long path does not squeeze every other fact)."""
+    widths = [0] * len(needs)
+    left = max(budget, len(needs))
+    order = sorted(range(len(needs)), key=lambda i: needs[i])
+    for n, i in enumerate(order):
+        fair = left // (len(needs) - n)
+        widths[i] = max(1, min(needs[i], fair))
+        left -= widths[i]
+    return widths
 
 
 def checkpoint_facts(ckpt: Checkpoint, root: Path, tags: Sequence[str] = ()) -> list[Fact]:
@@ -93,9 +116,8 @@ def checkpoint_facts(ckpt: Checkpoint, root: Path, tags: Sequence[str] = ()) -> 
         if ckpt.ds_version:
             world += f" · DeepSpeed {ckpt.ds_version}"
         facts.append(("world", world))
-    facts.append(
-        ("parameters", f"{human_count(ckpt.total_numel)} · {plural(len(ckpt.tensors), 'tensor')} · {human_bytes(ckpt.total_bytes)}")
-    )
+    sizes = [human_count(ckpt.total_numel), plural(len(ckpt.tensors), "tensor"), human_bytes(ckpt.total_bytes)]
+    facts.append(("parameters", " · ".join(sizes)))
     if ckpt.files:
         facts.append(("on disk", f"{plural(len(ckpt.files), 'file')} · {human_bytes(ckpt.files_bytes)}"))
     dtypes = " · ".join(f"{short_dtype(d)} {n} ({human_bytes(b)})" for d, (n, b) in ckpt.dtypes.items())

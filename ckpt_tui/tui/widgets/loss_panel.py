@@ -65,7 +65,9 @@ class VerdictPanel(Static):
         cmp = self._cmp
         if cmp is None:
             return Text("")
-        verdict = Text(f" {VERDICT_TEXT.get(cmp.verdict, cmp.verdict)} ", style=f"reverse {VERDICT_STYLE.get(cmp.verdict, 'bold')}")
+        verdict = Text(
+            f" {VERDICT_TEXT.get(cmp.verdict, cmp.verdict)} ", style=f"reverse {VERDICT_STYLE.get(cmp.verdict, 'bold')}"
+        )
         tol = f"atol {cmp.atol:g}" + (f", rtol {cmp.rtol:g}" if cmp.rtol else "")
         head = Text.assemble(verdict, "  ", (tol, "dim"))
         # Most telling first: a short panel shows only the first rows.

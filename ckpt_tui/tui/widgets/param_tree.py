@@ -70,6 +70,7 @@ class ParamTree(ColumnTree[ParamNode]):
 
     def expand_everything(self) -> None:
         """Open every group (fills in the lazily added children first)."""
+
         def walk(item: TreeNode[ParamNode]) -> None:
             self._populate(item)
             for child in item.children:

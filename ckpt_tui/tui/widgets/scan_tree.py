@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from rich.style import Style
 from rich.text import Text
@@ -24,7 +24,7 @@ class Folder:
     path: Path
 
 
-BrowseItem = Union[ScanEntry, Folder]
+BrowseItem = ScanEntry | Folder
 
 
 class ScanTree(ColumnTree[BrowseItem]):

@@ -31,7 +31,7 @@ def histogram_rows(counts: tuple[int, ...], height: int, bar_width: int = 1) -> 
     if peak == 0 or height <= 0:
         return []
     eighths = [round(c / peak * height * 8) if c else 0 for c in counts]
-    eighths = [max(e, 1) if c else 0 for e, c in zip(eighths, counts)]  # a non-empty bin never vanishes
+    eighths = [max(e, 1) if c else 0 for e, c in zip(eighths, counts, strict=True)]  # a non-empty bin never vanishes
     rows = []
     for row in range(height - 1, -1, -1):
         line = ""
@@ -73,7 +73,10 @@ class TensorDetail(Static):
         title = Text(node.path or "(all parameters)", style="bold")
         t = node.tensor
         if t is not None and not node.children:
-            size = Text.assemble((format_shape(t.shape), "bold"), f" {short_dtype(t.dtype)} · {t.numel:,} values · {human_bytes(t.nbytes)}")
+            size = Text.assemble(
+                (format_shape(t.shape), "bold"),
+                f" {short_dtype(t.dtype)} · {t.numel:,} values · {human_bytes(t.nbytes)}",
+            )
             if not t.tied_to:
                 size.append(f" · {node.share * 100:.2f}% of total")
             where = Text.assemble(("file ", "dim"), t.file)
@@ -112,20 +115,33 @@ class TensorDetail(Static):
             return [Text("computing statistics…", style="italic")]
         stats = state.stats
         if stats is None:
-            return [Text.assemble(("press ", "dim"), ("s", "bold"), (" or Enter for statistics (reads the values)", "dim"))]
+            return [
+                Text.assemble(("press ", "dim"), ("s", "bold"), (" or Enter for statistics (reads the values)", "dim"))
+            ]
         grid = Table.grid(padding=(0, 1))
         for _ in range(4):
             grid.add_column(style="dim", no_wrap=True)
             grid.add_column(no_wrap=True)
         bad = "bold red"
         grid.add_row(
-            "min", number(stats.min), "max", number(stats.max),
-            "mean", number(stats.mean), "std", number(stats.std),
+            "min",
+            number(stats.min),
+            "max",
+            number(stats.max),
+            "mean",
+            number(stats.mean),
+            "std",
+            number(stats.std),
         )
         grid.add_row(
-            "|mean|", number(stats.abs_mean), "zeros", f"{stats.zeros:,}",
-            "NaN", Text(f"{stats.nan:,}", style=bad if stats.nan else ""),
-            "inf", Text(f"{stats.inf:,}", style=bad if stats.inf else ""),
+            "|mean|",
+            number(stats.abs_mean),
+            "zeros",
+            f"{stats.zeros:,}",
+            "NaN",
+            Text(f"{stats.nan:,}", style=bad if stats.nan else ""),
+            "inf",
+            Text(f"{stats.inf:,}", style=bad if stats.inf else ""),
         )
         out: list[RenderableType] = [grid]
         height = min(8, (self.content_region.height or 12) - used - 3)
