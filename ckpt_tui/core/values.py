@@ -1,9 +1,9 @@
 """Load one tensor's values on demand, and summarise them.
 
 Listing a checkpoint never reads tensor data; this module is what runs when a user asks for the values
-of one parameter (the TUI's statistics panel). Each format is read the cheapest way it allows:
-safetensors by offset, ``.bin`` and DeepSpeed files memory-mapped through :mod:`safe_pickle`, so only
-the bytes of the requested tensor are paged in.
+of one parameter (the TUI's statistics panel). Values come from :mod:`ckpt_tui.core.sources`, the one
+reader of tensor data: HF files as stored, universal fp32.pt, and for ZeRO (every stage) the fp32 master
+weights gathered from the ranks' partitions, the values training would resume from.
 
 :func:`tensor_stats` works in bounded memory (chunks of :data:`CHUNK` elements, two passes) so a
 billion-element embedding does not need a float64 copy of itself.
@@ -14,12 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ckpt_tui.core import safe_pickle
 from ckpt_tui.core.errors import CkptError
-from ckpt_tui.core.model import Checkpoint, Kind, TensorEntry
+from ckpt_tui.core.model import Checkpoint, TensorEntry
+from ckpt_tui.core.sources import open_source
 
 if TYPE_CHECKING:
     import torch
@@ -27,124 +26,11 @@ if TYPE_CHECKING:
 CHUNK = 1 << 22  # elements per pass step: 4M fp64 values = 32 MiB of scratch at most
 
 
-def find_entry(ckpt: Checkpoint, name: str) -> TensorEntry:
-    for entry in ckpt.tensors:
-        if entry.name == name:
-            return entry
-    raise CkptError(ckpt.path, f"no tensor named '{name}'")
-
-
 def load_tensor(ckpt: Checkpoint, tensor: TensorEntry | str) -> torch.Tensor:
-    """The values of one tensor of ckpt, with the entry's shape and stored dtype.
-
-    Tied aliases that are not stored on their own are read from their owner. Raises CkptError for
-    anything that cannot be read (a missing file, a tensor the file lacks, ZeRO-3 partitions).
-    """
-    entry = find_entry(ckpt, tensor) if isinstance(tensor, str) else tensor
-    reader = _READERS.get(ckpt.kind)
-    if reader is None:
-        raise CkptError(ckpt.path, f"cannot load tensor values from a {ckpt.kind.label}")
-    try:
-        return reader(ckpt, entry)
-    except _NotStored:
-        if entry.tied_to is None:
-            raise CkptError(_file_path(ckpt, entry), f"tensor '{entry.name}' is not in this file") from None
-        owner = find_entry(ckpt, entry.tied_to)
-        return reader(ckpt, owner)
-
-
-class _NotStored(Exception):
-    """The file does not hold this name (a tied alias may still be read from its owner)."""
-
-
-def _file_path(ckpt: Checkpoint, entry: TensorEntry) -> Path:
-    """Absolute location of the file that holds entry (a single-file checkpoint is its own root)."""
-    root = Path(ckpt.path)
-    if root.is_file():
-        return root
-    return root / entry.file
-
-
-def _safetensors(ckpt: Checkpoint, entry: TensorEntry) -> torch.Tensor:
-    from safetensors import SafetensorError, safe_open
-
-    path = _file_path(ckpt, entry)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            if entry.name not in fh.keys():
-                raise _NotStored
-            return fh.get_tensor(entry.name)
-    except (SafetensorError, OSError) as exc:
-        raise CkptError(path, f"cannot read tensor '{entry.name}': {exc}") from None
-
-
-def _hf_bin(ckpt: Checkpoint, entry: TensorEntry) -> torch.Tensor:
-    path = _file_path(ckpt, entry)
-    obj = safe_pickle.load(path, mmap=True)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise CkptError(path, f"expected a state dict (name -> tensor), found {type(obj).__name__}")
-    return _tensor_from(obj, entry, path)
-
-
-def _universal(ckpt: Checkpoint, entry: TensorEntry) -> torch.Tensor:
-    import torch
-
-    path = _file_path(ckpt, entry)
-    if not path.is_file():
-        raise _NotStored
-    obj: Any = safe_pickle.load(path, mmap=True)
-    if isinstance(obj, dict) and "param" in obj:
-        obj = obj["param"]
-    if not isinstance(obj, torch.Tensor):
-        raise CkptError(path, f"expected a tensor or a dict with 'param', found {type(obj).__name__}")
-    if tuple(obj.shape) == entry.shape:
-        return obj
-    if obj.numel() == entry.numel:  # ZeRO-3 layout: a bare flat tensor
-        return obj.reshape(entry.shape)
-    raise CkptError(path, f"holds {obj.numel():,} values but '{entry.name}' has shape {list(entry.shape)}")
-
-
-def _zero(ckpt: Checkpoint, entry: TensorEntry) -> torch.Tensor:
-    if ckpt.zero_stage == 3:
-        raise CkptError(
-            ckpt.path,
-            f"ZeRO-3 keeps '{entry.name}' partitioned across the fp32 optimizer files of every rank: "
-            "reading its values needs those partitions gathered (not supported yet; convert the "
-            "checkpoint to Hugging Face or universal format first)",
-        )
-    path = _file_path(ckpt, entry)
-    state = safe_pickle.load(path, mmap=True)
-    module = state.get("module") if isinstance(state, dict) else None
-    if not isinstance(module, dict):
-        raise CkptError(path, "model_states file has no 'module' weights")
-    tensor = _tensor_from(module, entry, path)
-    if tensor.numel() != entry.numel:
-        raise CkptError(path, f"'module' holds '{entry.name}' with {tensor.numel():,} values, expected {entry.numel:,}")
-    return tensor
-
-
-def _tensor_from(state: dict, entry: TensorEntry, path: Path) -> torch.Tensor:
-    import torch
-
-    if entry.name not in state:
-        raise _NotStored
-    value = state[entry.name]
-    if not isinstance(value, torch.Tensor):
-        raise CkptError(path, f"'{entry.name}' is a {type(value).__name__}, not a tensor")
-    return value
-
-
-_READERS = {
-    Kind.HF_SAFETENSORS: _safetensors,
-    Kind.HF_BIN: _hf_bin,
-    Kind.DS_UNIVERSAL: _universal,
-    Kind.DS_ZERO: _zero,
-}
-
-
-# --------------------------------------------------------------------------------------- statistics
+    """The values of one tensor of ckpt (tied aliases read their owner). Raises CkptError if unreadable."""
+    name = tensor if isinstance(tensor, str) else tensor.name
+    with open_source(ckpt) as source:
+        return source.read(name)
 
 
 @dataclass(frozen=True)

@@ -310,7 +310,10 @@ def train_run(ctx: StepContext, run_dir: Path, *, dp: int, save_at: int | None =
     log = ctx.ws.log(run_dir.name)
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_losses, args=(ctx, losses_file(tmp), expected, stop), daemon=True)
-    ctx.report(0.0, f"starting {dp} rank{'s' if dp > 1 else ''} (log: {log})")
+    starting = f"starting {dp} rank{'s' if dp > 1 else ''}"
+    if s.device == "cpu" and not _comm_op_built():
+        starting += " (first run: compiling DeepSpeed's CPU comm op, about a minute)"
+    ctx.report(0.0, starting)
     watcher.start()
     try:
         run_training(dp, args, log_path=log, env=_training_env(s))
@@ -327,6 +330,13 @@ def train_run(ctx: StepContext, run_dir: Path, *, dp: int, save_at: int | None =
     shutil.rmtree(run_dir, ignore_errors=True)
     os.rename(tmp, run_dir)
     ctx.report(1.0, f"steps {_span(expected)}, loss {losses[expected[0]]:.4f} -> {losses[expected[-1]]:.4f}")
+
+
+def _comm_op_built() -> bool:
+    """DeepSpeed compiles its CPU comm op (deepspeed_shm_comm) on the first multi-rank CPU run, once."""
+    from ckpt_tui.demo.launch import torch_extensions_dir
+
+    return any(torch_extensions_dir().glob("**/deepspeed_shm_comm*.so"))
 
 
 def _training_env(s: DemoSettings) -> dict[str, str]:

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from ckpt_tui.core.model import Checkpoint, Kind
+from ckpt_tui.core.model import Checkpoint
 from ckpt_tui.core.scan import ScanEntry
 from ckpt_tui.tui.format import display_path, human_bytes, human_count, kind_label, plural, short_dtype
 
@@ -157,6 +157,3 @@ def scan_entry_facts(entry: ScanEntry, root: Path) -> list[Fact]:
         facts.append(("warning", note))
     return facts
 
-
-def opens_as(kind: Kind) -> str:
-    return "loss comparison" if kind is Kind.TENSORBOARD else "checkpoint view"
