@@ -46,6 +46,7 @@ from ckpt_tui.commands.output import console, print_json
 NAME = "demo"
 HELP = "Run the 4-step universal checkpointing proof on a tiny GPT with real DeepSpeed and compare the losses."
 EXIT_FAILED = 1
+DEFAULT_COMPARE_ATOL = 1e-5  # compare-loss's default tolerance
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -208,8 +209,10 @@ def print_result(result: Any, *, plot: bool = True) -> None:
         out.print(f"[{style}]{verdict}[/] {r.name}: {_escape(_claim(r))}")
     ws = result.workspace
     out.print(f"workspace: {ws}  (ran in {result.seconds:.1f} s)")
+    atol = result.settings.atol
+    tolerance = "" if atol == DEFAULT_COMPARE_ATOL else f" --atol {atol:g}"
     out.print(f"browse it: ckpt-tui {ws}   compare: ckpt-tui compare-loss {ws / 'baseline' / 'tb'} "
-              f"{ws / 'resumed-from-zero' / 'tb'}", soft_wrap=True)
+              f"{ws / 'resumed-from-zero' / 'tb'}{tolerance}", soft_wrap=True)
     out.print("[green]PASS[/]: resuming from the converted universal checkpoints reproduces the baseline"
               if result.passed else "[red]FAIL[/]: the resumed runs do not reproduce the baseline")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ckpt_tui.commands.output import console, human_bytes, human_count, print_json, shape_text
+from ckpt_tui.commands.output import console, human_bytes, human_count, print_json, format_shape
 from ckpt_tui.core import dtypes as dt
 from ckpt_tui.core.inspect import detect, open_checkpoint
 from ckpt_tui.core.model import Checkpoint, Kind, RunLog
@@ -109,7 +109,7 @@ def _flat_table(ckpt: Checkpoint) -> Table:
     for t in ckpt.tensors:
         note = f" [dim]= {t.tied_to}[/]" if t.tied_to else (" [dim](frozen)[/]" if t.frozen else "")
         share = "" if t.tied_to else f"{100 * (t.nbytes or 0) / total:.1f}%"
-        table.add_row(t.name + note, shape_text(t.shape), dt.short(t.dtype), f"{t.numel:,}", human_bytes(t.nbytes), share)
+        table.add_row(t.name + note, format_shape(t.shape), dt.short(t.dtype), f"{t.numel:,}", human_bytes(t.nbytes), share)
     return table
 
 
@@ -130,7 +130,7 @@ def _tree_table(ckpt: Checkpoint) -> Table:
                 t = child.tensor
                 note = f" [dim]= {t.tied_to}[/]" if t.tied_to else (" [dim](frozen)[/]" if t.frozen else "")
                 share = "" if t.tied_to else f"{100 * child.share:.1f}%"
-                row = (shape_text(t.shape), dt.short(t.dtype), f"{t.numel:,}", human_bytes(t.nbytes), share)
+                row = (format_shape(t.shape), dt.short(t.dtype), f"{t.numel:,}", human_bytes(t.nbytes), share)
                 table.add_row(indent + child.name + note, *row)
             elif child.numbered and child.repeats:
                 first, last = child.number_range or (0, 0)

@@ -8,6 +8,10 @@ from typing import Any
 
 from rich.console import Console
 
+from ckpt_tui.core.units import format_shape, human_bytes, human_count
+
+__all__ = ["console", "human_bytes", "human_count", "print_json", "format_shape"]
+
 
 def console() -> Console:
     """stdout console; rich honours NO_COLOR. Piped output is not cut to 80 columns: tables stay whole."""
@@ -18,26 +22,3 @@ def console() -> Console:
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, allow_nan=True)
     sys.stdout.write("\n")
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
-
-
-def human_count(n: int) -> str:
-    """135488 -> 135.5K; exact counts stay in --json."""
-    for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= limit:
-            return f"{n / limit:.1f}{suffix}"
-    return str(n)
-
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ")" if shape else "()"

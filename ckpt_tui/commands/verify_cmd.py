@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ckpt_tui.commands.output import console, print_json, shape_text
+from ckpt_tui.commands.output import console, print_json, format_shape
 from ckpt_tui.commands.progress import progress_control
 from ckpt_tui.core.verify import TensorDiff, VerifyReport, verify
 
@@ -87,8 +87,8 @@ def render(r: VerifyReport, limit: int = 20) -> None:
         for col in ("name", "status", "shape A", "shape B", "max |diff|"):
             table.add_column(col, justify="right" if col == "max |diff|" else "left", no_wrap=True)
         for d in r.problems[:limit]:
-            shape_a = shape_text(d.shape_a) if d.shape_a is not None else "-"
-            shape_b = shape_text(d.shape_b) if d.shape_b is not None else "-"
+            shape_a = format_shape(d.shape_a) if d.shape_a is not None else "-"
+            shape_b = format_shape(d.shape_b) if d.shape_b is not None else "-"
             diff = "" if d.max_abs_diff is None else f"{d.max_abs_diff:.3g}"
             table.add_row(d.name, d.status, shape_a, shape_b, diff)
         out.print(table)

@@ -74,6 +74,11 @@ def check_proof(demo: Demo, *, dp: int, resume_dp: int, stage: int) -> None:
     assert hf["first_step_abs_diff"] <= FP32_TOL
     assert abs(from_hf[N + 1] - base[N + 1]) <= FP32_TOL
 
+    print(f"ZeRO-{stage} fp32 DP {dp} -> {resume_dp}, steps {N + 1}..{2 * N}: from ZeRO max |diff| "
+          f"{zero['train']['max_abs_diff']:.2e} (TensorBoard), "
+          f"{max(abs(from_zero[s] - base[s]) for s in resumed_steps):.2e} (full precision); from HF first step "
+          f"{hf['first_step_abs_diff']:.2e}, then max {hf['train']['max_abs_diff']:.2e} (Adam restarts)")
+
     # The loss visibly falls, and the baseline logged both Megatron tags.
     assert base[2 * N] < base[1]
     run = losses.load_run(demo.root / "baseline" / "tb")
