@@ -89,14 +89,53 @@ def run_pair(label: str, ours: list[str], ref: list[str], outs: list[Path], repe
     return row
 
 
+def hf_input(layers: int, width: int) -> Path:
+    """A sharded HF safetensors folder of `layers` Linear(width, width) weights (no training needed)."""
+    out = CACHE / f"hf-l{layers}-w{width}"
+    if (out / "model.safetensors.index.json").is_file():
+        return out
+    import torch
+    from safetensors.torch import save_file
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    weight_map = {}
+    g = torch.Generator().manual_seed(0)
+    for i in range(layers):
+        name, shard = f"{i}.weight", f"model-{i + 1:05d}-of-{layers:05d}.safetensors"
+        save_file({name: torch.randn(width, width, generator=g)}, out / shard)
+        weight_map[name] = shard
+    import json
+
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return out
+
+
+def hf_to_universal_memory(width: int, sizes: list[int], repeat: int, workers: int) -> None:
+    """No reference tool exists (DeepSpeed ships no hf_to_universal): show peak RSS does not grow with the model."""
+    largest = width * width * 4
+    for layers in sizes:
+        src, dst = hf_input(layers, width), CACHE / "out" / "hf-uni"
+        runs = []
+        for _ in range(repeat):
+            shutil.rmtree(dst, ignore_errors=True)
+            runs.append(measure([sys.executable, "-m", "ckpt_tui", "convert", str(src), "--to", "universal", "-o", str(dst),
+                                 "--workers", str(workers)]))
+        wall = statistics.median(r[0] for r in runs)
+        rss = statistics.median(r[1] for r in runs)
+        print(f"HF -> universal {layers * largest / 1e9:5.2f} GB model      ours {wall:7.2f}s {rss / 2**20:8.0f} MiB "
+              f"| largest tensor {largest / 2**20:.0f} MiB", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stages", type=int, nargs="+", default=[1, 3])
+    ap.add_argument("--stages", type=int, nargs="*", default=[1, 3])
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--width", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-universal", action="store_true")
+    ap.add_argument("--hf-sizes", type=int, nargs="*", default=[4, 16], help="HF -> universal model sizes (layers)")
     args = ap.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     scratch = CACHE / "out"
@@ -106,6 +145,7 @@ def main() -> None:
     print(f"model: {args.layers} x Linear({args.width}) = {fp32_bytes / 1e9:.2f} GB fp32, DP=2, median of {args.repeat}")
     copy_s = statistics.median(plain_copy(fp32_bytes, scratch) for _ in range(args.repeat))
     print(f"{'plain write+copy of that many bytes':<34} {copy_s:7.2f}s ({2 * fp32_bytes / copy_s / 1e9:.2f} GB/s)")
+    hf_to_universal_memory(args.width, args.hf_sizes, args.repeat, args.workers)
     for stage in args.stages:
         src = build_input(stage, args.layers, args.width)
         hf_ours, hf_ref = scratch / "hf-ours", scratch / "hf-ref"

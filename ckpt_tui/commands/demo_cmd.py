@@ -61,10 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-open", action="store_true", help="do not open the app afterwards")
     p.add_argument("--no-plot", action="store_true", help="numbers only, no terminal plot")
     p.add_argument("--json", action="store_true", help="emit the comparison as JSON (schema ckpt-tui.demo/1)")
+    p.epilog = ("Settings not given are those WORKDIR was built with (other ones need --fresh), else the "
+                "defaults. Finished steps are skipped. The app opens on WORKDIR afterwards when stdin and "
+                "stdout are terminals.")
 
 
 def run(args: argparse.Namespace) -> int:
     from ckpt_tui.demo.pipeline import (
+        check_workdir,
         cuda_available,
         require_runtime,
         resolve_settings,
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     workdir = (args.workdir or default_workspace()).expanduser().resolve()
     require_runtime()  # before anything else: the one message a user without torch/deepspeed needs
+    check_workdir(workdir)
     reporter = Reporter()
     device = "cpu"
     if cuda_available():

@@ -127,11 +127,17 @@ def _hf_listing(source: TensorSource, ckpt: Checkpoint) -> None:
 
 
 class SafetensorsSource(TensorSource):
+    """Reads each tensor's bytes at its header offsets into a fresh buffer (readinto, no mmap).
+
+    Memory-mapping a shard would keep every page read so far in our RSS until the file is closed;
+    positioned reads keep memory at one tensor, however many shards a conversion walks through.
+    """
+
     def __init__(self, checkpoint: Checkpoint) -> None:
         super().__init__(checkpoint)
         _hf_listing(self, checkpoint)
         self._file = {t.name: t.file for t in checkpoint.tensors}
-        self._handles: dict[str, Any] = {}
+        self._headers: dict[str, tuple[dict, int]] = {}
         self._lock = threading.Lock()
 
     def _root(self) -> Path:
@@ -139,24 +145,43 @@ class SafetensorsSource(TensorSource):
         return p.parent if p.is_file() else p
 
     def _read(self, name: str) -> torch.Tensor:
-        from safetensors import safe_open
+        import torch
+
+        from ckpt_tui.core.formats.hf_safetensors import read_header
 
         name = self.aliases.get(name, name)
         rel = self._file.get(name)
         if rel is None:
             raise CkptError(self.checkpoint.path, f"no tensor named '{name}'")
+        path = self._root() / rel
         with self._lock:
-            handle = self._handles.get(rel)
-            if handle is None:
-                path = self._root() / rel
-                try:
-                    handle = self._handles[rel] = safe_open(str(path), framework="pt")
-                except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-                    raise CkptError(path, f"cannot open: {exc}") from None
-        return handle.get_tensor(name)
+            if rel not in self._headers:
+                header, _meta, start = read_header(path)
+                self._headers[rel] = (header, start)
+            header, start = self._headers[rel]
+        info = header.get(name)
+        if info is None:
+            raise CkptError(path, f"tensor '{name}' is not in this file")
+        dtype = getattr(torch, dt.SAFETENSORS_DTYPES[info["dtype"]][0], None)
+        begin, end = info["data_offsets"]
+        if dtype is None:  # a dtype this torch lacks (sub-byte floats): let safetensors decide
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                return handle.get_tensor(name)
+        buf = torch.empty(end - begin, dtype=torch.uint8)
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(start + begin)
+                got = fh.readinto(memoryview(buf.numpy()))
+        except OSError as exc:
+            raise CkptError(path, f"cannot read: {exc.strerror}") from None
+        if got != end - begin:
+            raise CkptError(path, f"truncated: tensor '{name}' needs {end - begin:,} bytes, read {got:,}")
+        return buf.view(dtype).reshape(info["shape"])
 
     def close(self) -> None:
-        self._handles.clear()
+        self._headers.clear()
 
 
 class BinSource(TensorSource):

@@ -9,11 +9,12 @@
 Each artifact is verified against its source (``verify-*``), then ``compare`` measures both resumed
 curves against the baseline on steps N+1..2N and writes ``comparison.json``.
 
-A step whose output exists is skipped (``fresh=True`` removes the workspace's outputs first). Steps
-report :class:`Event` objects to a listener. torch and deepspeed are imported lazily: without them,
+A step whose output exists is skipped, unless an earlier step ran in this pass (its inputs may have
+changed); ``fresh=True`` removes the workspace's outputs first. Steps report :class:`Event` objects to a listener. torch and deepspeed are imported lazily: without them,
 :func:`require_runtime` raises one :class:`CkptError` with the install command.
 
-Training runs under torchrun, one process per rank, CPU + gloo (see :mod:`ckpt_tui.demo.launch`).
+Training runs under torchrun, one process per rank, CPU + gloo (see :mod:`ckpt_tui.demo.launch`); the
+GPU path (NCCL) is taken when the trainer announces it (``ckpt_tui.demo.train.SUPPORTS_CUDA``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,11 +179,11 @@ class Event:
     """Progress of the pipeline, for a listener (the CLI draws bars from these; a TUI could too).
 
     kind: ``start`` (a step begins), ``progress`` (fraction and detail), ``skip`` (its output exists),
-    ``done``, ``failed``, ``note`` (a remark outside any step, index 0).
+    ``done`` and ``failed``.
     """
 
     kind: str
-    index: int  # 1-based position of the step, 0 for notes
+    index: int  # 1-based position of the step
     total: int
     name: str
     title: str
@@ -202,6 +203,7 @@ class StepContext:
     settings: DemoSettings
     report: Callable[[float | None, str], None]
     cancel: threading.Event
+    result: DemoResult
 
     def job_control(self, what: str) -> JobControl:
         """A JobControl whose progress turns into this step's progress events."""
@@ -274,7 +276,7 @@ def build_steps(ws: Workspace, settings: DemoSettings) -> list[Step]:
              ws.resumed_from_zero,
              lambda ctx: train_run(ctx, ws.resumed_from_zero, dp=s.resume_dp, load=ws.universal_from_zero_root)),
         Step("compare", "Compare both resumed loss curves with the baseline", ws.comparison,
-             lambda ctx: None, done=lambda: False),  # always re-measured: it is cheap and it is the answer
+             compare_step, done=lambda: False),  # always re-measured: it is cheap and it is the answer
     ]
 
 
@@ -499,6 +501,14 @@ class DemoResult:
         }
 
 
+def compare_step(ctx: StepContext) -> None:
+    """Measure both resumed runs and record the verdicts in ctx.result and comparison.json."""
+    result = ctx.result
+    result.resumed, result.verifications = measure(ctx.ws, ctx.settings)
+    _write_json(ctx.ws.comparison, result.to_dict())
+    ctx.report(1.0, "; ".join(f"{r.name}: {'PASS' if r.passed else 'FAIL'}" for r in result.resumed))
+
+
 def measure(ws: Workspace, settings: DemoSettings) -> tuple[list[ResumedResult], dict[str, dict[str, Any]]]:
     """Both resumed runs against the baseline (TensorBoard, as `ckpt-tui compare-loss` reads them)."""
     from ckpt_tui.core import losses
@@ -568,44 +578,35 @@ def _run_steps(root: Path, settings: DemoSettings, *, fresh: bool, listener: Lis
     steps = build_steps(ws, settings)
     result = DemoResult(root, settings, baseline_tb=ws.baseline_tb)
     start = time.monotonic()
+    upstream_ran = False  # a step that ran may have changed what later steps read: they run too
     for index, step in enumerate(steps, 1):
         total = len(steps)
         if cancel.is_set():
             raise CkptError(None, "cancelled")
-        if step.is_done():
+        if not upstream_ran and step.is_done():
             result.outcomes.append(StepOutcome(step.name, step.title, step.output, "skipped", 0.0))
             emit(Event("skip", index, total, step.name, step.title, 1.0, f"exists: {_rel(step.output, root)}"))
             continue
         began = time.monotonic()
+        last = [""]  # the step's latest detail: the done event repeats it
         emit(Event("start", index, total, step.name, step.title, 0.0))
 
         def report(fraction: float | None, detail: str, _i: int = index, _s: Step = step, _t: float = began) -> None:
+            last[0] = detail or last[0]
             emit(Event("progress", _i, total, _s.name, _s.title, fraction, detail, time.monotonic() - _t))
 
-        ctx = StepContext(ws, settings, report, cancel)
         try:
-            if step.name == "compare":
-                result.resumed, result.verifications = measure(ws, settings)
-                result.seconds = time.monotonic() - start
-                _write_json(ws.comparison, result.to_dict())
-            else:
-                step.run(ctx)
+            step.run(StepContext(ws, settings, report, cancel, result))
         except BaseException as exc:
             emit(Event("failed", index, total, step.name, step.title, None, str(exc), time.monotonic() - began))
             raise
         seconds = time.monotonic() - began
+        upstream_ran = True
         result.outcomes.append(StepOutcome(step.name, step.title, step.output, "ran", seconds))
-        detail = _done_detail(step.name, result)
-        emit(Event("done", index, total, step.name, step.title, 1.0, detail, seconds))
+        emit(Event("done", index, total, step.name, step.title, 1.0, last[0], seconds))
     result.seconds = time.monotonic() - start
     _write_json(ws.comparison, result.to_dict())
     return result
-
-
-def _done_detail(name: str, result: DemoResult) -> str:
-    if name != "compare":
-        return ""
-    return "; ".join(f"{r.name}: {'PASS' if r.passed else 'FAIL'}" for r in result.resumed)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -613,8 +614,3 @@ def _rel(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
-
-
-def settings_fields() -> list[str]:
-    """Names of the DemoSettings fields (for callers that build settings from flags)."""
-    return [f.name for f in fields(DemoSettings)]

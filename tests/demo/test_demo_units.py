@@ -97,7 +97,7 @@ def test_pipeline_skips_done_steps_and_reports_events(monkeypatch: pytest.Monkey
 
             def run(ctx: pipeline.StepContext) -> None:
                 ctx.report(0.5, f"half of {name}")
-                out.mkdir()
+                out.mkdir(exist_ok=True)
                 ran.append(name)
 
             return Step(name, f"make {name}", out, run)
@@ -115,6 +115,12 @@ def test_pipeline_skips_done_steps_and_reports_events(monkeypatch: pytest.Monkey
     assert events[2].fraction == 0.5 and events[2].detail == "half of b"
     assert [(o.name, o.status) for o in result.outcomes] == [("a", "skipped"), ("b", "ran")]
     assert json.loads((tmp_path / "demo.json").read_text())["settings"]["steps"] == 2
+
+    # An earlier step that runs again makes every later one run too, done or not (its input changed).
+    (tmp_path / "a").rmdir()
+    ran.clear()
+    result = pipeline.run_pipeline(tmp_path, DemoSettings(steps=2))
+    assert ran == ["a", "b"] and [o.status for o in result.outcomes] == ["ran", "ran"]
 
 
 def test_failed_step_emits_failed_and_raises(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -191,3 +197,14 @@ def test_open_app_passes_the_runs_when_launch_accepts_them(monkeypatch: pytest.M
     assert calls[0] == (str(tmp_path), True)
     assert calls[1] == (str(tmp_path), True, tmp_path / "baseline" / "tb",
                         [tmp_path / "resumed-from-zero" / "tb", tmp_path / "resumed-from-hf" / "tb"])
+
+
+def test_one_demo_at_a_time_per_workspace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import fcntl
+
+    monkeypatch.setattr(pipeline, "build_steps", lambda ws, s: [])
+    with open(tmp_path / pipeline.LOCK_FILE, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(CkptError, match="another `ckpt-tui demo` is running"):
+            pipeline.run_pipeline(tmp_path, DemoSettings(steps=2))
+    assert pipeline.run_pipeline(tmp_path, DemoSettings(steps=2)).outcomes == []
