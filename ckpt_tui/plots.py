@@ -35,8 +35,14 @@ def draw_curves(plt: Any, cmp: Comparison, *, max_points: int = 1000) -> None:
     plt.title(f"{cmp.tag}: baseline vs resumed{resume}")
 
 
-def draw_diff(plt: Any, cmp: Comparison, *, max_points: int = 1000) -> None:
-    """resumed - baseline on the common steps, with the ±atol band when the tolerance is absolute."""
+def draw_diff(plt: Any, cmp: Comparison, *, max_points: int = 1000, shared_x: bool = False) -> None:
+    """resumed - baseline on the common steps, with the ±atol band when the tolerance is absolute.
+
+    shared_x: for a panel drawn under draw_curves' panel. The x-axis spans both runs, with the same ticks
+    as the curves, so a step sits at the same column in both; and the "step" label is left out (the panel
+    above has the same axis), which gives a short terminal one more row of plot.
+    """
+    runs = (cmp.baseline.steps, cmp.resumed.steps)
     if cmp.compared:
         x, y = decimate(cmp.steps, cmp.diff, max_points)
         if x:
@@ -48,10 +54,17 @@ def draw_diff(plt: Any, cmp: Comparison, *, max_points: int = 1000) -> None:
             plt.horizontal_line(cmp.atol, color="green")
             plt.horizontal_line(-cmp.atol, color="green")
         _marks(plt, cmp)
-        _step_ticks(plt, cmp.steps)
+        if not shared_x:
+            _step_ticks(plt, cmp.steps)
+    if shared_x:
+        span = _step_span(*runs)
+        if span is not None and span[1] > span[0]:
+            plt.xlim(*span)
+        _step_ticks(plt, *runs)
     max_diff = "n/a" if cmp.max_abs_diff is None else f"{cmp.max_abs_diff:.3g}"
     plt.title(f"difference: {cmp.verdict}, max |diff| {max_diff}, atol {cmp.atol:g}")
-    plt.xlabel("step")
+    if not shared_x:
+        plt.xlabel("step")
 
 
 def draw_comparison(fig: Any, cmp: Comparison, *, max_points: int = 1000) -> None:
@@ -97,12 +110,19 @@ def step_label(step: int) -> str:
     return str(step)
 
 
-def _step_ticks(plt: Any, *steps: Any) -> None:
+def _step_span(*steps: Any) -> tuple[int, int] | None:
+    """(first, last) step over the given step arrays (each sorted), None when all are empty."""
     present = [s for s in steps if len(s)]
     if not present:
+        return None
+    return min(int(s[0]) for s in present), max(int(s[-1]) for s in present)
+
+
+def _step_ticks(plt: Any, *steps: Any) -> None:
+    span = _step_span(*steps)
+    if span is None:
         return
-    lo, hi = min(int(s[0]) for s in present), max(int(s[-1]) for s in present)
-    ticks = step_ticks(lo, hi)
+    ticks = step_ticks(*span)
     plt.xticks(ticks, [step_label(t) for t in ticks])
 
 

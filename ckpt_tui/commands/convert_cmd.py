@@ -16,9 +16,8 @@ from pathlib import Path
 from ckpt_tui.commands.output import console, human_bytes, print_json
 from ckpt_tui.commands.progress import progress_control
 from ckpt_tui.commands.verify_cmd import add_tolerance_arguments, render, report_to_json
-from ckpt_tui.core.convert.api import TARGETS, ConvertOptions, convert
+from ckpt_tui.core.convert.api import DEFAULT_WORKERS, DTYPES, STAGES, TARGETS, ConvertOptions, convert
 from ckpt_tui.core.convert.safetensors_out import parse_size
-from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.inspect import open_checkpoint
 
 NAME = "convert"
@@ -30,19 +29,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", required=True, choices=TARGETS, help="output format")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder (created; must not exist)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="hf: store floating tensors in this dtype")
+    p.add_argument("--dtype", choices=DTYPES, help="hf: store floating tensors in this dtype")
     p.add_argument("--max-shard-size", help="hf: split into shards of at most this size (e.g. 5GB)")
     p.add_argument("--step", type=int, help="universal: the last completed step; training resumes at STEP+1 (default: the source's)")
-    p.add_argument("--stage", type=int, choices=[1, 2, 3], help="universal: ZeRO stage layout to write")
-    p.add_argument("--workers", type=int, default=2, help="tensors read ahead in parallel (default 2)")
+    p.add_argument("--stage", type=int, choices=STAGES, help="universal: ZeRO stage layout to write")
+    p.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help=f"tensors read ahead in parallel (default {DEFAULT_WORKERS})"
+    )
     p.add_argument("--verify", action="store_true", help="compare the output with the source afterwards")
     add_tolerance_arguments(p)
     p.add_argument("--json", action="store_true", help="emit JSON (schema ckpt-tui.convert/1)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise CkptError(None, "--workers must be at least 1")
     options = ConvertOptions(
         dtype=args.dtype,
         max_shard_size=parse_size(args.max_shard_size) if args.max_shard_size else None,
@@ -50,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         stage=args.stage,
         workers=args.workers,
     )
+    options.check()  # before opening the source: a typo fails fast
     src = open_checkpoint(args.src)
     start = time.monotonic()
     with progress_control(f"convert to {args.to}", quiet=args.json) as control:

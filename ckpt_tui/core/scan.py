@@ -34,6 +34,7 @@ class ScanEntry:
     tag: str | None = None
     detail: str = ""
     notes: list[str] = field(default_factory=list)
+    stage: int | None = None  # ZeRO stage when the file names tell it (3: per-rank model_states), else None
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ScanReport:
     root: Path
     entries: list[ScanEntry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # folders not read, with why
+    folders: int = 0  # folders visited so far (grows while the walk runs: progress on a huge tree)
 
 
 def scan(root: str | Path, max_depth: int = 6, report: ScanReport | None = None) -> Iterator[ScanEntry]:
@@ -67,6 +69,7 @@ def _walk(folder: Path, depth: int, max_depth: int, seen: set, report: ScanRepor
     if key in seen:
         return  # already walked: a symlink loop or a second link to the same folder
     seen.add(key)
+    report.folders += 1
     try:
         kind = detect(folder)
     except Exception as exc:  # noqa: BLE001 - a scan reports and goes on
@@ -117,16 +120,38 @@ def _entry(folder: Path, kind: Kind, report: ScanReport) -> ScanEntry | None:
 def _zero_entry(folder: Path) -> ScanEntry:
     tags = tag_dirs(folder)
     if not tags:  # the folder is itself a tag folder
-        return ScanEntry(Kind.DS_ZERO, folder, _tree_size(folder), dc.step_from_tag(folder.name), folder.name)
+        name = folder.name
+        return ScanEntry(
+            Kind.DS_ZERO, folder, _tree_size(folder), dc.step_from_tag(name), name, stage=_zero_stage(folder)
+        )
     try:
         newest = dc.read_pointer(folder, dc.LATEST) or tags[-1].name
     except Exception:  # noqa: BLE001 - a broken pointer is reported by inspect, not by scan
         newest = tags[-1].name
     size = sum(_tree_size(t) for t in tags)
     names = ", ".join(t.name for t in tags)
+    newest_dir = folder / newest if (folder / newest).is_dir() else tags[-1]
     return ScanEntry(
-        Kind.DS_ZERO, folder, size, dc.step_from_tag(newest), newest, detail=f"{len(tags)} tag(s): {names}"
+        Kind.DS_ZERO,
+        folder,
+        size,
+        dc.step_from_tag(newest),
+        newest,
+        detail=f"{len(tags)} tag(s): {names}",
+        stage=_zero_stage(newest_dir),
     )
+
+
+def _zero_stage(tag_dir: Path) -> int | None:
+    """3 when the tag folder has per-rank model_states (zero_pp_rank_*_model_states.pt), a ZeRO-3 layout.
+
+    Stages 0-2 share their file names; telling them apart needs a pickle, which a scan never reads.
+    """
+    try:
+        names = os.listdir(tag_dir)
+    except OSError:
+        return None
+    return 3 if any(dc.ZERO3_MODEL_STATES.match(n) for n in names) else None
 
 
 def _universal_target(folder: Path) -> tuple[Path, str]:

@@ -39,6 +39,9 @@ MEGATRON_TRAIN_TAG = "lm-loss-training/lm loss"
 MEGATRON_VAL_TAG = "lm-loss-validation/lm loss validation"
 
 
+SUPPORTS_CUDA = True  # the demo pipeline passes --device cuda when torch sees GPUs
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ckpt_tui.demo.train", description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=MODELS, default="gpt")
@@ -57,6 +60,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1234, help="model init and data")
     p.add_argument("--freeze", action="append", default=[], metavar="NAME", help="requires_grad=False")
     p.add_argument("--losses-json", type=Path, default=None, help="rank 0 writes {step: loss}")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu: gloo; cuda: one GPU per rank, NCCL")
     args = p.parse_args(argv)
     if args.save_steps and args.save_dir is None:
         p.error("--save-steps needs --save-dir")
@@ -166,13 +170,13 @@ class Trainer:
 
     def train_step(self, step: int) -> float:
         """One global step (all micro-batches); returns the mean loss over the global batch."""
-        total = torch.zeros((), dtype=torch.float64)
+        total = torch.zeros((), dtype=torch.float64, device=self.engine.device)  # NCCL reduces GPU tensors
         for micro in range(self.accum):
             indices = micro_batch_indices(
                 step, micro, rank=self.rank, dp=self.dp, micro_batch=self.micro,
                 global_batch=self.args.train_batch_size,
             )
-            inputs, labels = batch_for_indices(self.args.seed, indices)
+            inputs, labels = self._on_device(batch_for_indices(self.args.seed, indices))
             loss = lm_loss(logits_of(self.engine, inputs), labels)
             self.engine.backward(loss)
             self.engine.step()
@@ -184,12 +188,15 @@ class Trainer:
 
     def validate(self) -> float:
         """Loss on the fixed validation batch; every rank runs it (ZeRO-3 gathers weights collectively)."""
-        inputs, labels = validation_batch(self.args.seed)
+        inputs, labels = self._on_device(validation_batch(self.args.seed))
         self.engine.eval()
         with torch.no_grad():
             loss = float(lm_loss(logits_of(self.engine, inputs), labels))
         self.engine.train()
         return loss
+
+    def _on_device(self, batch: tuple[Any, Any]) -> tuple[Any, Any]:
+        return batch[0].to(self.engine.device), batch[1].to(self.engine.device)
 
     def run(self) -> None:
         for step in range(self.engine.global_steps + 1, self.args.steps + 1):
@@ -238,9 +245,13 @@ def load(args: argparse.Namespace, engine: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.device == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # CPU training even on a machine with GPUs
+    else:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     import deepspeed  # here, not at the top: importing it logs the accelerator it picked
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    deepspeed.init_distributed(dist_backend="gloo" if args.device == "cpu" else "nccl")
     rank, dp = dist.get_rank(), dist.get_world_size()
     micro, accum = batch_split(args, dp)
     seed_everything(args.seed)

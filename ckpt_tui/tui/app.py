@@ -11,14 +11,28 @@ from typing import ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.screen import Screen
 
+from ckpt_tui.core.model import Checkpoint
 from ckpt_tui.core.scan import ScanEntry
 from ckpt_tui.tui.commands import ActionCommands
+from ckpt_tui.tui.format import display_path
+from ckpt_tui.tui.jobs import ConvertJob, ConvertRequest
 from ckpt_tui.tui.screens.browser import BrowserScreen
 from ckpt_tui.tui.screens.checkpoint import CheckpointScreen
+from ckpt_tui.tui.screens.convert import ConvertDialog
 from ckpt_tui.tui.screens.help import HelpScreen
 from ckpt_tui.tui.screens.losses import LossScreen
+from ckpt_tui.tui.widgets.job_panel import JobPanel
+
+
+class JobChanged(Message):
+    """The job made progress or changed state (sent from its worker thread, at a bounded rate)."""
+
+    def __init__(self, job: ConvertJob) -> None:
+        super().__init__()
+        self.job = job
 
 
 class CkptApp(App[int]):
@@ -38,6 +52,7 @@ class CkptApp(App[int]):
     SCREENS_FOR_HELP: ClassVar[list[tuple[str, type[Screen]]]] = [
         ("Browser", BrowserScreen),
         ("Checkpoint", CheckpointScreen),
+        ("Convert dialog", ConvertDialog),
         ("Losses", LossScreen),
     ]
 
@@ -47,6 +62,9 @@ class CkptApp(App[int]):
         self.runs: list[ScanEntry] = []  # TensorBoard runs found by the browser's scan
         self.baseline_run: Path | None = None
         self.resumed_run: Path | None = None
+        self.job: ConvertJob | None = None  # the conversion shown in the job panels (one at a time)
+        self._job_origin: Screen | None = None  # the screen it was started from
+        self._job_reported: ConvertJob | None = None
 
     def on_mount(self) -> None:
         if self.root.is_file():  # `ckpt-tui model.safetensors`: browse its folder, open the file
@@ -96,3 +114,85 @@ class CkptApp(App[int]):
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    # ------------------------------------------------------------------------------- conversion job
+
+    def open_convert_dialog(self, source: Checkpoint | Path) -> None:
+        if self.job is not None and self.job.running:
+            self.notify("A conversion is running: ctrl+c cancels it.", severity="warning")
+            return
+        self.push_screen(ConvertDialog(source, self.browse_root), callback=self._convert_chosen)
+
+    def _convert_chosen(self, request: ConvertRequest | None) -> None:
+        if request is not None:
+            self.start_conversion(request)
+
+    def start_conversion(self, request: ConvertRequest) -> ConvertJob:
+        """Run request in a worker thread; the job panels follow it."""
+        job = ConvertJob(request, changed=lambda j: self.post_message(JobChanged(j)))
+        job.start_convert()
+        self.job, self._job_origin = job, self.screen
+        self.run_worker(job.run_convert, name="convert", group="job", thread=True, exit_on_error=False)
+        self.show_job()
+        return job
+
+    def verify_job(self) -> None:
+        """Compare the output with its source, tensor by tensor, in a worker (the panel shows the verdict)."""
+        job = self.job
+        if job is None or not job.succeeded or job.running:
+            return
+        job.start_verify()
+        self.run_worker(job.run_verify, name="verify", group="job", thread=True, exit_on_error=False)
+        self.show_job()
+
+    def cancel_job(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.show_job()
+
+    def close_job(self) -> None:
+        if self.job is not None and not self.job.running:
+            self.job = None
+            self.show_job()
+
+    def open_job_output(self) -> None:
+        if self.job is not None and self.job.succeeded:
+            self.open_checkpoint(self.job.output)
+
+    def showing_output(self, job: ConvertJob) -> bool:
+        screen = self.screen
+        return isinstance(screen, CheckpointScreen) and screen.path == job.output
+
+    def on_job_changed(self, message: JobChanged) -> None:
+        job = message.job
+        if job is not self.job:
+            return  # a job closed meanwhile
+        self.show_job()
+        if job.convert.finished and self._job_reported is not job:
+            self._job_reported = job
+            self._conversion_finished(job)
+
+    def _conversion_finished(self, job: ConvertJob) -> None:
+        out = display_path(job.output, self.browse_root)
+        for screen in self.screen_stack:
+            if isinstance(screen, BrowserScreen):
+                screen.rescan(select=job.output)  # the new folder shows in the tree
+        if job.succeeded:
+            if self.screen is self._job_origin:
+                self.open_checkpoint(job.output)  # success opens the result
+            else:
+                self.notify(f"Converted: {out} (o opens it)", timeout=6)
+        elif not self.screen.query(JobPanel):
+            severity = "warning" if job.convert.state == "cancelled" else "error"
+            self.notify(job.convert.error or "cancelled, nothing written", title="Conversion", severity=severity)
+
+    def show_job(self) -> None:
+        """Every job panel (on every screen of the stack) shows the current job; the footers follow."""
+        for screen in self.screen_stack:
+            for panel in screen.query(JobPanel):
+                panel.show(self.job)
+        self.screen.refresh_bindings()
+
+    def on_unmount(self) -> None:
+        if self.job is not None:
+            self.job.cancel()  # a job thread would keep the process alive until it ends

@@ -23,3 +23,12 @@ def workspace(workspace_parent: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(workspace_parent)
     monkeypatch.delenv("NO_COLOR", raising=False)
     return Path(WORKSPACE)
+
+
+@pytest.fixture
+def fresh_workspace(fixtures, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`workspace` as above, but a copy of its own: for tests that convert (they write beside the source)."""
+    make_workspace(fixtures, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return Path(WORKSPACE)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,6 +40,8 @@ RESUMED = Path(WORKSPACE) / "runs" / "resumed"
 STATS_TENSOR = "blocks.0.attn.qkv.weight"
 
 SIZES = [(80, 24), (160, 48)]
+HELD_AFTER = 12  # the "converting" scene holds the job after this many tensors
+FIXED_ELAPSED = 2.0  # seconds shown by the job panel in scenes (rates and ETA follow from it)
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,78 @@ async def open_losses(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
     await pilot.pause(0.1)  # plots draw after the layout settles
 
 
+@contextmanager
+def conversions_held_after(n: int, hold_s: float = 60.0) -> Iterator[threading.Event]:
+    """Conversions pause after their n-th tensor until the event is set or the job is cancelled.
+
+    A deterministic "midway": the panel shows n tensors done however fast the machine is, and ctrl+c
+    then cancels a job that has written part of its output. The hold ends by itself after hold_s.
+    """
+    from ckpt_tui.core.convert.job import JobControl
+
+    release = threading.Event()
+    real_advance = JobControl.advance
+
+    def advance(self: JobControl, name: str, nbytes: int) -> None:
+        real_advance(self, name, nbytes)
+        if self.progress.phase == "convert" and self.progress.tensors_done == n:
+            deadline = time.monotonic() + hold_s
+            while not (release.is_set() or self.cancelled) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.check()
+
+    JobControl.advance = advance  # type: ignore[method-assign]
+    try:
+        yield release
+    finally:
+        JobControl.advance = real_advance  # type: ignore[method-assign]
+
+
+async def open_convert_dialog(pilot: Pilot, path: Path) -> None:
+    """From the browser: open the checkpoint at path, press x, wait until the dialog has read it."""
+    from ckpt_tui.tui.screens.convert import ConvertDialog
+
+    await open_checkpoint(pilot, path)
+    await pilot.press("x")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConvertDialog) and pilot.app.screen.source is not None)
+    await pilot.pause()
+
+
+async def start_conversion(pilot: Pilot) -> None:
+    """F2 in the dialog; wait until the job runs (ticks "replace" first when an earlier shot wrote it)."""
+    from textual.widgets import Checkbox
+
+    dialog = pilot.app.screen
+    if dialog.problem is not None and dialog.problem.exists:
+        dialog.query_one("#force", Checkbox).value = True
+        await pilot.pause()
+    await pilot.press("f2")
+    await wait_until(pilot, lambda: pilot.app.job is not None)
+
+
+def fix_clock(app: Any, seconds: float = FIXED_ELAPSED) -> None:
+    """Show the job as if it had taken `seconds` (the rate and ETA follow): snapshots hold no real time."""
+    app.job.convert.progress.elapsed_s = seconds
+    app.show_job()
+
+
+async def convert_and_verify(pilot: Pilot, path: Path) -> None:
+    """Convert path to HF with the dialog's defaults; the output opens; v verifies it."""
+    from ckpt_tui.tui.screens.checkpoint import CheckpointScreen
+
+    await open_convert_dialog(pilot, path)
+    await start_conversion(pilot)
+    app = pilot.app
+    await wait_until(pilot, lambda: app.job.convert.finished, timeout=120)
+    assert app.job.succeeded, app.job.convert.error
+    await wait_until(
+        pilot,
+        lambda: isinstance(app.screen, CheckpointScreen) and app.screen.path == app.job.output and app.screen.ckpt is not None,
+    )
+    await pilot.press("v")
+    await wait_until(pilot, lambda: app.job.verify.finished, timeout=120)
+
+
 # ------------------------------------------------------------------------------- named app states
 
 
@@ -183,12 +259,42 @@ async def scene_help(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
     await pilot.pause()
 
 
-SCENES: dict[str, Callable[..., Awaitable[None]]] = {
+async def scene_convert(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
+    """The Convert dialog on the ZeRO checkpoint, before starting: defaults and the size it will write."""
+    await open_convert_dialog(pilot, targets.zero)
+
+
+async def scene_converting(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
+    """A conversion held midway (the app cancels it when it exits: nothing is written)."""
+    await open_convert_dialog(pilot, targets.zero)
+    with conversions_held_after(HELD_AFTER):
+        await start_conversion(pilot)
+        app = pilot.app
+        await wait_until(pilot, lambda: app.job.convert.progress.tensors_done == HELD_AFTER)
+    fix_clock(app, FIXED_ELAPSED / 2)
+    await pilot.pause()
+
+
+async def scene_converted(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
+    """Converted to HF: the output opened, verified against the source from the same screen."""
+    await convert_and_verify(pilot, targets.zero)
+    fix_clock(pilot.app)
+    await pilot.pause()
+
+
+# Scenes that only look, and scenes that write into the workspace (their tests take a fresh copy).
+VIEW_SCENES: dict[str, Callable[..., Awaitable[None]]] = {
     "browser": scene_browser,
     "checkpoint": scene_checkpoint,
     "losses": scene_losses,
     "help": scene_help,
 }
+CONVERT_SCENES: dict[str, Callable[..., Awaitable[None]]] = {
+    "convert": scene_convert,
+    "converting": scene_converting,
+    "converted": scene_converted,
+}
+SCENES = {**VIEW_SCENES, **CONVERT_SCENES}
 
 
 def scene(name: str, targets: Targets = FIXTURE_TARGETS) -> Callable[[Pilot], Awaitable[None]]:

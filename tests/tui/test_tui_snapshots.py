@@ -1,6 +1,8 @@
 """Snapshots of every screen at 80x24 and 160x48 on the fixed workspace of real checkpoints.
 
 Update after an intended change with ``pytest tests/tui --snapshot-update`` and look at the SVGs.
+The conversion scenes write beside the source, so each runs on a copy of the workspace of its own; they
+show no real time (the job panel's clock is fixed, see scenes.fix_clock).
 """
 
 from __future__ import annotations
@@ -8,11 +10,19 @@ from __future__ import annotations
 import pytest
 
 from ckpt_tui.tui.app import CkptApp
-from tests.tui.scenes import SCENES, SIZES
+from tests.tui.scenes import CONVERT_SCENES, SIZES, VIEW_SCENES
 from tests.tui.scenes import scene as bound_scene
 
+SIZE_IDS = [f"{w}x{h}" for w, h in SIZES]
 
-@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
-@pytest.mark.parametrize("scene", list(SCENES))
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("scene", list(VIEW_SCENES))
 def test_screen_snapshot(snap_compare, workspace, scene, size):
     assert snap_compare(CkptApp(workspace), terminal_size=size, run_before=bound_scene(scene))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+@pytest.mark.parametrize("scene", list(CONVERT_SCENES))
+def test_convert_snapshot(snap_compare, fresh_workspace, scene, size):
+    assert snap_compare(CkptApp(fresh_workspace), terminal_size=size, run_before=bound_scene(scene))

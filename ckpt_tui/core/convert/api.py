@@ -14,9 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ckpt_tui.core.convert.job import JobControl, run_job
+from ckpt_tui.core.convert.job import JobControl, check_destination, check_free_space, run_job
 from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.model import Checkpoint
+
+TARGETS = ("hf", "universal")
+DTYPES = ("fp32", "bf16", "fp16")  # hf: what floating tensors may be stored as
+STAGES = (1, 2, 3)  # universal: the ZeRO layouts a universal checkpoint can be written for
+DEFAULT_WORKERS = 2  # what the CLI and the app start with
 
 
 @dataclass
@@ -27,8 +32,10 @@ class ConvertOptions:
     stage: int | None = None  # universal: target ZeRO stage layout (1, 2 or 3)
     workers: int = 1  # tensors read ahead in parallel
 
-
-TARGETS = ("hf", "universal")
+    def check(self) -> None:
+        """Rules that hold whatever the target (the target module checks the rest)."""
+        if self.workers < 1:
+            raise CkptError(None, "--workers must be at least 1")
 
 
 def target_module(target: str) -> ModuleType:
@@ -50,6 +57,7 @@ def convert(
     from ckpt_tui.core.inspect import open_checkpoint
 
     options = options or ConvertOptions()
+    options.check()
     ckpt = src if isinstance(src, Checkpoint) else open_checkpoint(src)
     module = target_module(target)
     return run_job(
@@ -61,3 +69,41 @@ def convert(
         needed_bytes=module.estimate_bytes(ckpt, options),
         after=lambda final: module.after(ckpt, final, options),
     )
+
+
+def check_request(
+    src: Checkpoint, dst: Path, target: str, options: ConvertOptions, *, force: bool = False
+) -> int:
+    """Everything convert() would refuse before writing, checked without writing anything.
+
+    The target, its options, the destination (the source itself, a folder holding the source, an existing
+    folder without force) and the free space. Returns the estimated output size in bytes.
+    """
+    options.check()
+    needed = target_module(target).estimate_bytes(src, options)  # validates the target's options
+    dst = Path(dst)
+    check_destination(src.path, dst, force=force)
+    existing = next((p for p in (dst.parent, *dst.parent.parents) if p.exists()), None)
+    if existing is not None and existing.is_dir():
+        check_free_space(existing, needed)
+    return needed
+
+
+def default_output(src: Checkpoint, target: str, options: ConvertOptions | None = None) -> Path:
+    """Where a conversion of src goes unless told otherwise: beside the source, never inside it.
+
+    hf: ``<name>-hf``. universal: DeepSpeed's ``<tag>_universal`` tag folder, in a new save dir
+    ``<name>-universal`` beside the source (it gets the ``latest_universal`` pointer, so the source's own
+    folder is left as it was). A tag folder given as the source keeps its tag in the name.
+    """
+    target_module(target)
+    tagged = src.tag is not None and src.path.name == src.tag  # a tag folder (ZeRO or universal)
+    unit = src.path.parent if tagged else src.path  # the save dir, HF folder or weights file
+    name = unit.stem if unit.is_file() else unit.name
+    tag = (src.tag or "").removesuffix("_universal")
+    if target == "hf":
+        return unit.parent / (f"{name}-{tag}-hf" if tagged else f"{name}-hf")
+    step = options.step if options is not None and options.step is not None else None
+    if step is not None or not tag:
+        tag = f"global_step{step if step is not None else (src.step or 0)}"
+    return unit.parent / f"{name}-universal" / f"{tag}_universal"

@@ -32,6 +32,13 @@ class Cancelled(CkptError):
         super().__init__(path, "cancelled: nothing was written")
 
 
+class OutputExists(CkptError):
+    """The destination exists and replacing it was not asked for (a UI can offer to, the CLI says --force)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, "already exists (use --force to replace it)")
+
+
 @dataclass
 class Progress:
     """A snapshot of a job, sent to listeners after every step of work."""
@@ -135,7 +142,7 @@ def check_destination(src: Path, dst: Path, *, force: bool) -> None:
     if _inside(src, dst):
         raise CkptError(dst, "contains the source; choose another output folder")
     if dst.exists() and not force:
-        raise CkptError(dst, "already exists (use --force to replace it)")
+        raise OutputExists(dst)
     if dst.exists() and not dst.is_dir():
         raise CkptError(dst, "exists and is not a folder")
 
@@ -197,15 +204,16 @@ def run_job(
     control = control or JobControl()
     dst = Path(dst)
     check_destination(Path(src), dst, force=force)
+    created = [p for p in (dst.parent, *dst.parent.parents) if not p.exists()]  # deepest first
     dst.parent.mkdir(parents=True, exist_ok=True)
-    for stale in clean_stale(dst):
-        control.log(f"removed a temp folder left by an interrupted job: {stale.name}")
-    check_free_space(dst.parent, needed_bytes)
     tmp = dst.parent / f".{dst.name}{TMP_TAG}{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    (tmp / MARKER).write_text(f"pid {os.getpid()}\nsource {Path(src).resolve()}\n")
     try:
+        for stale in clean_stale(dst):
+            control.log(f"removed a temp folder left by an interrupted job: {stale.name}")
+        check_free_space(dst.parent, needed_bytes)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        (tmp / MARKER).write_text(f"pid {os.getpid()}\nsource {Path(src).resolve()}\n")
         produce(tmp, control)
         control.check()
         control.phase("finalize")
@@ -213,12 +221,29 @@ def run_job(
         _move_into_place(tmp, dst)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)  # folders made for the output: a failed job leaves no trace
         control.phase("cancelled" if isinstance(exc, (Cancelled, KeyboardInterrupt)) else "failed")
         raise
     if after is not None:
         after(dst)
     control.phase("done")
     return dst
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; stops at the first one something else has written into
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def leftovers(dst: Path) -> list[Path]:
+    """Temp folders of jobs for dst that are still beside it (none once a job has ended, whatever its end)."""
+    parent = Path(dst).parent
+    if not parent.is_dir():
+        return []
+    return sorted(p for tag in (TMP_TAG, OLD_TAG) for p in parent.glob(f".{Path(dst).name}{tag}*"))
 
 
 def _move_into_place(tmp: Path, dst: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,16 +65,16 @@ def read_index(path: Path) -> dict[str, str]:
     """weight_map of a *.index.json: tensor name -> shard file name."""
     data = read_json(path)
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+    if not isinstance(weight_map, dict) or not set(map(type, weight_map.values())) <= {str}:  # JSON: str or not
         raise CkptError(path, "index has no 'weight_map' object of tensor name -> shard file")
     return weight_map
 
 
-def require_shards(index_path: Path, weight_map: dict[str, str]) -> list[str]:
-    """The shard files the index names, in order; each must exist."""
+def require_shards(index_path: Path, weight_map: dict[str, str], present: set[str] = frozenset()) -> list[str]:
+    """The shard files the index names, in order; each must exist (`present`: names known to be files)."""
     shards = sorted(set(weight_map.values()))
     for shard in shards:
-        if not (index_path.parent / shard).is_file():
+        if shard not in present and not (index_path.parent / shard).is_file():
             raise CkptError(index_path, f"shard '{shard}' named by the index is missing")
     return shards
 
@@ -89,6 +90,8 @@ def check_index(
     `unlisted` (tensor name -> file) locates tensors in files the index does not name, for the message.
     """
     located = {t.name: t.file for tensors in found.values() for t in tensors}
+    if located == weight_map:
+        return  # the usual case, checked in one comparison
     missing = [n for n, f in weight_map.items() if located.get(n) != f]
     if missing:
         name = missing[0]
@@ -128,12 +131,19 @@ EntriesFn = Callable[[Path, Path], list[TensorEntry]]
 
 
 def read_weight_files(
-    ckpt: Checkpoint, weight_files: list[Path], suffix: str, entries: EntriesFn, cheap: bool
+    ckpt: Checkpoint,
+    weight_files: list[Path],
+    suffix: str,
+    entries: EntriesFn,
+    cheap: bool,
+    sizes: dict[Path, int] | None = None,
 ) -> dict[str, list[TensorEntry]]:
     """Fill ckpt (a folder) from its index or, without one, from every weight file; returns shard -> entries.
 
     `cheap`: entries() only reads headers, so files the index ignores may be read to explain a mismatch.
+    `sizes`: file sizes entries() learned while reading (path -> bytes), so they are not asked for again.
     """
+    sizes = sizes if sizes is not None else {}
     folder = ckpt.path
     ckpt.config, ckpt.files = config_summary(folder)
     indexes = sorted(folder.glob(f"*{suffix}.index.json"))
@@ -141,8 +151,12 @@ def read_weight_files(
         index = indexes[0]
         weight_map = read_index(index)
         ckpt.files.append(FileEntry(index.name, index.stat().st_size, "index"))
-        found = {shard: entries(folder / shard, folder) for shard in require_shards(index, weight_map)}
-        unlisted = [p for p in weight_files if p.name not in weight_map.values()]
+        here = str(folder)
+        present = {p.name for p in weight_files if os.path.dirname(p) == here}
+        paths = {shard: folder / shard for shard in require_shards(index, weight_map, present)}
+        found = {shard: entries(path, folder) for shard, path in paths.items()}
+        listed = set(weight_map.values())
+        unlisted = [p for p in weight_files if p.name not in listed]
         located = {t.name: t.file for p in unlisted for t in _entries_or_none(entries, p, folder)} if cheap else {}
         check_index(index, weight_map, found, located)
         if unlisted:
@@ -153,14 +167,22 @@ def read_weight_files(
             raise CkptError(folder, f"no {suffix} weight files")
         if len(weight_files) > 1:
             ckpt.warnings.append(f"{len(weight_files)} {suffix} files and no index: read them all")
+        paths = {p.name: p for p in weight_files}
         found = {p.name: entries(p, folder) for p in weight_files}
     seen: dict[str, str] = {}
     for shard, tensors in found.items():
-        ckpt.files.append(FileEntry(shard, (folder / shard).stat().st_size, "shard"))
-        for t in tensors:
-            if t.name in seen:
-                raise CkptError(folder, f"tensor '{t.name}' is stored twice: in '{seen[t.name]}' and '{shard}'")
-            seen[t.name] = shard
+        path = paths[shard]
+        size = sizes.get(path)
+        ckpt.files.append(FileEntry(shard, path.stat().st_size if size is None else size, "shard"))
+        count = len(seen)
+        seen.update(dict.fromkeys([t.name for t in tensors], shard))
+        if len(seen) != count + len(tensors):  # a name seen before: find it (rare, so the slow way)
+            earlier: dict[str, str] = {}
+            for s, ts in found.items():
+                for t in ts:
+                    if t.name in earlier:
+                        raise CkptError(folder, f"tensor '{t.name}' is stored twice: in '{earlier[t.name]}' and '{s}'")
+                    earlier[t.name] = s
         ckpt.tensors.extend(tensors)
     return found
 

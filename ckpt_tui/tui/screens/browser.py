@@ -18,8 +18,10 @@ from textual.worker import get_current_worker
 from ckpt_tui.core.model import Kind
 from ckpt_tui.core.scan import ScanEntry, ScanReport, scan
 from ckpt_tui.tui.format import display_path
+from ckpt_tui.tui.job_actions import JOB_BINDINGS, JobActions
 from ckpt_tui.tui.widgets.column_tree import ColumnHeader
 from ckpt_tui.tui.widgets.facts import FactsPanel, scan_entry_facts
+from ckpt_tui.tui.widgets.job_panel import JobPanel
 from ckpt_tui.tui.widgets.scan_tree import Folder, ScanTree, entry_matches, is_run
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ DRAIN_SECONDS = 0.1  # how often the UI picks up what the scan found meanwhile
 MAX_DEPTH = 6
 
 
-class BrowserScreen(Screen[None]):
+class BrowserScreen(JobActions, Screen[None]):
     """The home screen. Enter opens a checkpoint, or compares a TensorBoard run with another."""
 
     TITLE = "Browser"
@@ -39,9 +41,11 @@ class BrowserScreen(Screen[None]):
         Binding("b", "mark_baseline", "Baseline run"),
         Binding("r", "mark_resumed", "Resumed run"),
         Binding("l", "losses", "Losses"),
+        *JOB_BINDINGS,
         Binding("c", "copy_path", "Copy path", show=False),
         Binding("f5,ctrl+r", "rescan", "Rescan"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("escape", "close_job", "Close job panel", show=False),
     ]
 
     def __init__(self, root: Path) -> None:
@@ -55,6 +59,9 @@ class BrowserScreen(Screen[None]):
         self._found_lock = threading.Lock()
         self._drain_timer: Timer | None = None
         self._scan_generation = 0
+        self._report: ScanReport | None = None  # the running walk's report (its folder count grows)
+        self._folders_shown = 0
+        self._select_after_scan: Path | None = None
 
     @property
     def ckpt_app(self) -> CkptApp:
@@ -69,7 +76,7 @@ class BrowserScreen(Screen[None]):
                 yield ColumnHeader(tree, id="found-header")
                 yield tree
             yield FactsPanel(id="entry", classes="side-panel")
-        # The conversion jobs panel (another issue) docks here, above the status line.
+        yield JobPanel(self.root, id="job")
         yield Static(id="status")
         yield Footer()
 
@@ -80,6 +87,15 @@ class BrowserScreen(Screen[None]):
         self.action_rescan()
 
     # ---------------------------------------------------------------------------------------- scan
+
+    def rescan(self, select: Path | None = None) -> None:
+        """Walk again (a conversion wrote a folder); then put the cursor on select when it was found."""
+        try:
+            Path(select or self.root).resolve().relative_to(self.root.resolve())
+        except ValueError:
+            return  # written outside the browsed folder: nothing here changes
+        self._select_after_scan = select
+        self.action_rescan()
 
     def action_rescan(self) -> None:
         self.entries = []
@@ -102,6 +118,7 @@ class BrowserScreen(Screen[None]):
         tree never floods the UI with messages."""
         worker = get_current_worker()
         report = ScanReport(self.root)
+        self._report = report
         for entry in scan(self.root, MAX_DEPTH, report):
             with self._found_lock:
                 if worker.is_cancelled or generation != self._scan_generation:
@@ -119,6 +136,8 @@ class BrowserScreen(Screen[None]):
             skipped = self._skipped_so_far
         if batch or skipped != self.skipped:
             self._add_found(batch, skipped)
+        elif self.scanning and self._report is not None and self._report.folders != self._folders_shown:
+            self._show_status()  # nothing found for a while: the folder count shows the walk goes on
 
     def _scan_finished(self, generation: int) -> None:
         if generation != self._scan_generation:
@@ -130,6 +149,9 @@ class BrowserScreen(Screen[None]):
             self._drain_timer.stop()
             self._drain_timer = None
         self._show_status()
+        if self._select_after_scan is not None:
+            self.query_one(ScanTree).select_path(self._select_after_scan)
+            self._select_after_scan = None
         self._show_current()
 
     def _add_found(self, batch: list[ScanEntry], skipped: list[str]) -> None:
@@ -153,7 +175,9 @@ class BrowserScreen(Screen[None]):
         checkpoints = found - runs
         text = f"{checkpoints} checkpoint(s) · {runs} TensorBoard run(s) under {self.root}"
         if self.scanning:
-            text = f"scanning {self.root} … {found} found so far"
+            folders = self._report.folders if self._report is not None else 0
+            self._folders_shown = folders
+            text = f"scanning {self.root} … {found} found so far · {folders:,} folder(s) visited"
         if self.skipped:
             text += f" · {len(self.skipped)} folder(s) skipped: {self.skipped[0]}"
         self.query_one("#status", Static).update(text)
@@ -180,7 +204,7 @@ class BrowserScreen(Screen[None]):
             mark = self.query_one(ScanTree).marks.get(item.path)
             if mark:
                 facts.append(("marked", f"{mark} run for the loss comparison"))
-            hint = "Enter: compare losses · b/r: mark as baseline/resumed" if is_run(item) else "Enter: open"
+            hint = "Enter: compare losses · b/r: mark as baseline/resumed" if is_run(item) else "Enter: open · x: convert"
             facts.append(("keys", hint))
             panel.set_facts(facts)
         elif isinstance(item, Folder):
@@ -195,6 +219,9 @@ class BrowserScreen(Screen[None]):
     # -------------------------------------------------------------------------------------- actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        job = self.job_check(action)
+        if job is not None:
+            return job
         if action in ("mark_baseline", "mark_resumed"):
             return is_run(self._current())
         if action == "clear_filter":
@@ -238,6 +265,12 @@ class BrowserScreen(Screen[None]):
 
     def action_losses(self) -> None:
         self.ckpt_app.open_losses()
+
+    def convert_source(self) -> Path | None:
+        item = self._current()
+        if isinstance(item, ScanEntry) and item.kind is not Kind.TENSORBOARD:
+            return item.path
+        return None
 
     def action_copy_path(self) -> None:
         item = self._current()

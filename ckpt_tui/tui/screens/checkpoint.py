@@ -19,24 +19,28 @@ from ckpt_tui.core.inspect import open_checkpoint
 from ckpt_tui.core.model import Checkpoint
 from ckpt_tui.core.tree import ParamNode, build_tree, filter_tree, format_shape
 from ckpt_tui.tui.format import display_path
+from ckpt_tui.tui.job_actions import JOB_BINDINGS, JobActions
 from ckpt_tui.tui.widgets.column_tree import ColumnHeader
 from ckpt_tui.tui.widgets.facts import FactsPanel, checkpoint_facts
+from ckpt_tui.tui.widgets.job_panel import JobPanel
 from ckpt_tui.tui.widgets.param_tree import ParamTree
 from ckpt_tui.tui.widgets.tensor_detail import StatsState, TensorDetail
 
 
-class CheckpointScreen(Screen[None]):
+class CheckpointScreen(JobActions, Screen[None]):
     """One checkpoint: what it is (header), what it holds (tree), and one tensor in detail.
 
     Opening reads metadata only, in a worker; values are read only for the tensor the user asks about.
+    A conversion of it (x) shows its progress under the tree; its output opens on success.
     """
 
     TITLE = "Checkpoint"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
+        *JOB_BINDINGS,
         Binding("s", "stats", "Statistics"),
         Binding("slash", "filter", "Filter"),
-        Binding("c", "copy_name", "Copy name"),
+        Binding("c", "copy_name", "Copy name", show=False),
         Binding("y", "copy_shape", "Copy shape", show=False),
         Binding("e", "expand_all", "Expand all", show=False),
         Binding("E", "collapse_all", "Collapse all", show=False),
@@ -64,7 +68,7 @@ class CheckpointScreen(Screen[None]):
                 yield tree
                 yield Input(placeholder="filter parameters by name (Esc clears)", id="param-filter")
             yield TensorDetail(id="detail")
-        # The conversion progress panel (another issue) docks here, under the body.
+        yield JobPanel(self.root, id="job")
         yield Static(id="error", classes="error-panel")
         yield Footer()
 
@@ -147,6 +151,9 @@ class CheckpointScreen(Screen[None]):
     # -------------------------------------------------------------------------------------- actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        job = self.job_check(action)
+        if job is not None:
+            return job
         loaded = self.ckpt is not None
         if action == "next_tag":
             return loaded and len(self._tags) > 1
@@ -156,9 +163,15 @@ class CheckpointScreen(Screen[None]):
 
     def action_back(self) -> None:
         if self.query_one("#param-filter", Input).display:
-            self._clear_filter()  # Esc closes the filter first, then leaves the screen
+            self._clear_filter()  # Esc closes the filter first, then a finished job's panel, then the screen
+            return
+        if self.job_check("close_job"):
+            self.action_close_job()
             return
         self.app.pop_screen()
+
+    def convert_source(self) -> Checkpoint | None:
+        return self.ckpt
 
     def action_stats(self) -> None:
         node = self._cursor()

@@ -143,7 +143,7 @@ def checkpoint_facts(ckpt: Checkpoint, root: Path, tags: Sequence[str] = ()) -> 
 
 def scan_entry_facts(entry: ScanEntry, root: Path) -> list[Fact]:
     facts: list[Fact] = [
-        ("kind", kind_label(entry.kind)),
+        ("kind", kind_label(entry.kind, entry.stage)),
         ("path", display_path(entry.path, root)),
     ]
     if entry.tag:

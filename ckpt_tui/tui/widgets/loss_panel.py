@@ -38,7 +38,7 @@ class DiffPlot(PlotextPlot):
         plt = self.plt
         plt.clear_figure()
         if cmp is not None:
-            draw_diff(plt, cmp, max_points=max(4 * (self.size.width or 80), 200))
+            draw_diff(plt, cmp, max_points=max(4 * (self.size.width or 80), 200), shared_x=True)
         self.refresh()
 
 

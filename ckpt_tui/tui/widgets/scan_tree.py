@@ -112,7 +112,7 @@ class ScanTree(ColumnTree[BrowseItem]):
         if not isinstance(item, ScanEntry):
             return ()
         step = "" if item.step is None else f"{item.step:,}"
-        return (kind_badge(item.kind), step, human_bytes(item.size))
+        return (kind_badge(item.kind, item.stage), step, human_bytes(item.size))
 
 
 def entry_matches(entry: ScanEntry, root: Path, needle: str) -> bool:
