@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -46,3 +47,12 @@ def assert_one_line_error(result: Result, *fragments: str) -> None:
     assert lines[0].startswith("ckpt-tui: error: "), lines[0]
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def tree_hash(root: Path) -> dict[str, str]:
+    """Every file under root -> sha256 of its bytes (a source must come out of a conversion unchanged)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -19,15 +18,7 @@ from ckpt_tui.core.sources import open_source
 from ckpt_tui.core.verify import verify
 from ckpt_tui.demo.launch import run_zero_to_fp32
 from tests.fixtures.builder import ALL_UNIVERSAL, ALL_ZERO
-from tests.helpers import assert_one_line_error, ckpt_tui
-
-
-def _tree_digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+from tests.helpers import assert_one_line_error, ckpt_tui, tree_hash
 
 
 def _stored_names(folder: Path) -> list[str]:
@@ -45,9 +36,9 @@ def test_zero_to_hf_equals_zero_to_fp32_bitwise(fixtures, tmp_path, fid):
     ref = tmp_path / "reference"
     # zero_to_fp32 cannot write tied weights as safetensors ("Some tensors share memory"): use its .bin
     run_zero_to_fp32(fx.path, ref, safe=not tied, log_path=tmp_path / "ref.log")
-    before = _tree_digest(fx.path)
+    before = tree_hash(fx.path)
     out = convert(fx.path, tmp_path / "ours", "hf", ConvertOptions(workers=2))
-    assert _tree_digest(fx.path) == before, "the source was modified"
+    assert tree_hash(fx.path) == before, "the source was modified"
     report = verify(out, ref)
     assert report.ok, [d for d in report.problems]
     assert report.bitwise_equal_count == len(report.compared) == len(fx.truth.params) + len(fx.truth.tied)
@@ -140,12 +131,12 @@ def test_failure_midway_leaves_no_output_and_no_temp(fixtures, tmp_path):
     shutil.copytree(fx.path, src)
     victim = next((src / fx.tag).glob("*zero_pp_rank_1_*optim_states.pt"))
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    before = _tree_digest(src)
+    before = tree_hash(src)
     result = ckpt_tui("convert", src, "--to", "hf", "-o", tmp_path / "out")
     assert_one_line_error(result, str(victim))
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.ckpt-tui-*"))
-    assert _tree_digest(src) == before
+    assert tree_hash(src) == before
 
 
 def test_cancel_midway_leaves_nothing(fixtures, tmp_path):

@@ -7,7 +7,6 @@ files and our own outputs, so ``torch.load(weights_only=False)`` is fine here.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -21,28 +20,19 @@ import torch
 from safetensors.torch import save_file
 
 from ckpt_tui.core.convert.api import ConvertOptions, convert
-from ckpt_tui.core.convert.job import TMP_TAG, Cancelled, JobControl, Progress
+from ckpt_tui.core.convert.job import TMP_TAG, Cancelled, JobControl, Progress, leftovers
 from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.inspect import open_checkpoint
 from ckpt_tui.core.sources import open_source
 from ckpt_tui.demo.launch import run_ds_to_universal
 from tests.fixtures import ALL_ZERO, Fixture
-from tests.helpers import REPO
+from tests.helpers import REPO, tree_hash
 
 STATES = ("fp32", "exp_avg", "exp_avg_sq")
 
 
 def _load(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def tree_hash(root: Path) -> dict[str, str]:
-    """Every file under root -> sha256 of its bytes (a source must come out of a conversion unchanged)."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def param_folders(universal: Path) -> set[str]:
@@ -264,7 +254,7 @@ def test_refuses_hf_only_options(fixtures: dict[str, Fixture], tmp_path: Path) -
 def assert_nothing_left(dst: Path) -> None:
     assert not dst.exists()
     assert not (dst.parent / "latest_universal").exists()
-    assert not [p.name for p in dst.parent.iterdir() if TMP_TAG in p.name]
+    assert not leftovers(dst)
 
 
 @pytest.mark.parametrize("workers", [1, 3])
