@@ -6,7 +6,9 @@
 Default workspace: the one the snapshot tests use (tests/tui/scenes.py), copied from the cached test
 fixtures (real DeepSpeed ZeRO, universal, Hugging Face and TensorBoard runs; the first run builds them,
 a couple of minutes on CPU). ``--workspace`` takes a folder built by ``ckpt-tui demo`` instead. Each
-screen is shot at 80x24 and 160x48 after the same keyboard steps the tests take.
+screen is shot at 80x24 and 160x48 after the same keyboard steps the tests take. The conversion scenes
+write beside the source, so each of their shots runs on a fresh copy of the workspace (a demo
+workspace given with ``--workspace`` is never written to).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,10 +29,10 @@ sys.path.insert(0, str(REPO))
 from ckpt_tui.tui.app import CkptApp  # noqa: E402
 from tests.fixtures.builder import ensure_built  # noqa: E402
 from tests.tui.scenes import (  # noqa: E402
+    CONVERT_SCENES,
     FIXTURE_TARGETS,
     SCENES,
     SIZES,
-    WORKSPACE,
     Targets,
     demo_targets,
     make_workspace,
@@ -44,13 +49,36 @@ async def shoot(name: str, root: str, targets: Targets, size: tuple[int, int]) -
         return app.export_screenshot(title="ckpt-tui")
 
 
-def shoot_all(names: list[str], root: str, targets: Targets, out: Path) -> None:
+@contextmanager
+def copy_of(workspace: Path) -> Iterator[Path]:
+    """A throwaway copy of workspace under the same folder name (the name is what the screen shows)."""
+    with tempfile.TemporaryDirectory(prefix="ckpt-tui-shot-") as tmp:
+        copy = Path(tmp) / workspace.name
+        shutil.copytree(workspace, copy, symlinks=True)
+        yield copy
+
+
+def shoot_all(names: list[str], workspace: Path, targets: Targets, out: Path) -> None:
+    """Shoot each scene at each size; the app starts on workspace's name from its parent folder."""
     for name in names:
         for width, height in SIZES:
-            svg = asyncio.run(shoot(name, root, targets, (width, height)))
+            if name in CONVERT_SCENES:
+                with copy_of(workspace) as copy:
+                    svg = shoot_in(name, copy, targets, (width, height))
+            else:
+                svg = shoot_in(name, workspace, targets, (width, height))
             target = out / f"{name}-{width}x{height}.svg"
             target.write_text(svg, encoding="utf-8")
             print(f"wrote {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
+
+
+def shoot_in(name: str, workspace: Path, targets: Targets, size: tuple[int, int]) -> str:
+    previous = Path.cwd()
+    os.chdir(workspace.parent)  # paths on screen start at the workspace's own name
+    try:
+        return asyncio.run(shoot(name, workspace.name, targets, size))
+    finally:
+        os.chdir(previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,21 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     names = args.scene or list(SCENES)
-    previous = Path.cwd()
-    try:
-        if args.workspace is not None:
-            workspace = args.workspace.resolve()
-            os.chdir(workspace.parent)  # paths on screen start at the workspace's own name
-            shoot_all(names, workspace.name, demo_targets(workspace.name), out)
-            return 0
-        print("fixtures: building or reusing the cache …", flush=True)
-        fixtures = ensure_built(log=lambda msg: print(msg, flush=True))
-        with tempfile.TemporaryDirectory(prefix="ckpt-tui-shots-") as tmp:
-            make_workspace(fixtures, Path(tmp))
-            os.chdir(tmp)
-            shoot_all(names, WORKSPACE, FIXTURE_TARGETS, out)
-    finally:
-        os.chdir(previous)
+    if args.workspace is not None:
+        workspace = args.workspace.resolve()
+        previous = Path.cwd()
+        os.chdir(workspace.parent)  # the targets are paths under the workspace's own name
+        try:
+            targets = demo_targets(workspace.name)
+        finally:
+            os.chdir(previous)
+        shoot_all(names, workspace, targets, out)
+        return 0
+    print("fixtures: building or reusing the cache …", flush=True)
+    fixtures = ensure_built(log=lambda msg: print(msg, flush=True))
+    with tempfile.TemporaryDirectory(prefix="ckpt-tui-shots-") as tmp:
+        shoot_all(names, make_workspace(fixtures, Path(tmp)), FIXTURE_TARGETS, out)
     return 0
 
 

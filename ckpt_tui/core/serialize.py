@@ -29,9 +29,9 @@ Schema ``ckpt-tui.run/1`` (``inspect`` of a TensorBoard folder)::
 
 Schema ``ckpt-tui.scan/1`` (``ckpt-tui scan DIR --json``)::
 
-    {"schema": "ckpt-tui.scan/1", "root": str, "skipped": [str],
+    {"schema": "ckpt-tui.scan/1", "root": str, "skipped": [str], "folders": int,
      "entries": [{"kind": str, "path": str, "relpath": str, "size": int, "step": int | null,
-                  "tag": str | null, "detail": str, "notes": [str]}]}
+                  "tag": str | null, "stage": int | null, "detail": str, "notes": [str]}]}
 
 Additions keep the version; a change of meaning bumps it.
 """
@@ -112,6 +112,7 @@ def scan_to_json(report: Any) -> dict[str, Any]:
         "schema": "ckpt-tui.scan/1",
         "root": str(root),
         "skipped": list(report.skipped),
+        "folders": report.folders,
         "entries": [
             {
                 "kind": e.kind.value,
@@ -120,6 +121,7 @@ def scan_to_json(report: Any) -> dict[str, Any]:
                 "size": e.size,
                 "step": e.step,
                 "tag": e.tag,
+                "stage": e.stage,
                 "detail": e.detail,
                 "notes": list(e.notes),
             }

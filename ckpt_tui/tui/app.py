@@ -174,10 +174,10 @@ class CkptApp(App[int]):
 
     def _conversion_finished(self, job: ConvertJob) -> None:
         out = display_path(job.output, self.browse_root)
-        for screen in self.screen_stack:
-            if isinstance(screen, BrowserScreen):
-                screen.rescan(select=job.output)  # the new folder shows in the tree
         if job.succeeded:
+            for screen in self.screen_stack:
+                if isinstance(screen, BrowserScreen):
+                    screen.rescan(select=job.output)  # the new folder shows in the tree
             if self.screen is self._job_origin:
                 self.open_checkpoint(job.output)  # success opens the result
             else:

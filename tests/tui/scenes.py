@@ -224,10 +224,12 @@ async def convert_and_verify(pilot: Pilot, path: Path) -> None:
     app = pilot.app
     await wait_until(pilot, lambda: app.job.convert.finished, timeout=120)
     assert app.job.succeeded, app.job.convert.error
-    await wait_until(
-        pilot,
-        lambda: isinstance(app.screen, CheckpointScreen) and app.screen.path == app.job.output and app.screen.ckpt is not None,
-    )
+
+    def result_open() -> bool:
+        screen = app.screen
+        return isinstance(screen, CheckpointScreen) and screen.path == app.job.output and screen.ckpt is not None
+
+    await wait_until(pilot, result_open)
     await pilot.press("v")
     await wait_until(pilot, lambda: app.job.verify.finished, timeout=120)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Checkbox, Input, Select
+from textual.widgets import Checkbox, Input, Select, Static
 
 from ckpt_tui.core.convert.api import DTYPES, STAGES
 from ckpt_tui.core.convert.job import MARKER, leftovers
@@ -48,6 +48,11 @@ def screen_text(app: CkptApp) -> str:
 def panel_text(app: CkptApp) -> str:
     panel = app.screen.query_one(JobPanel)
     return "\n".join(line.text for line in panel.render_lines(panel.region.reset_offset))
+
+
+def dialog_message(app: CkptApp) -> str:
+    """The dialog's check result line(s) as one string (however the dialog's width wraps it)."""
+    return str(app.screen.query_one("#convert-message", Static).content)
 
 
 def traces(folder: Path) -> list[Path]:
@@ -100,7 +105,7 @@ def test_zero_to_hf_from_the_checkpoint_screen_runs_opens_and_verifies(fresh_wor
         dialog = app.screen
         assert isinstance(dialog, ConvertDialog)
         assert dialog.query_one("#output", Input).value == str(out), "default: a sibling named <name>-hf"
-        assert "writes about 527.0 KiB to workspace/tiny-zero2-bf16-hf" in screen_text(app)
+        assert "writes about 527.0 KiB to workspace/tiny-zero2-bf16-hf" in dialog_message(app)
         dialog.query_one("#output", Input).focus()
         await pilot.press("enter")  # Enter in a field starts
         await wait_until(pilot, lambda: app.job is not None and app.job.convert.finished, timeout=120)
@@ -256,14 +261,14 @@ def test_dialog_checks_before_start_and_offers_to_replace(fresh_workspace):
         await scenes.open_convert_dialog(pilot, ZERO2)
         dialog = app.screen
         assert isinstance(dialog, ConvertDialog)
-        assert "workspace/tiny-zero2-bf16-hf already exists" in screen_text(app)
+        assert "workspace/tiny-zero2-bf16-hf already exists" in dialog_message(app)
         assert dialog.query_one("#output").has_class("-problem")
         await pilot.press("f2")
         assert app.screen is dialog and app.job is None, "not started"
         assert app.focused is dialog.query_one("#force", Checkbox), "Start goes to the box that would allow it"
         await pilot.press("space")
         await pilot.pause()
-        assert "replaces the existing folder once complete" in screen_text(app)
+        assert "replaces the existing folder once complete" in dialog_message(app)
         # every rule of the CLI, shown where it applies
         for field, text, message in [
             ("shard", "5XB", "cannot read size '5XB'"),
@@ -273,7 +278,7 @@ def test_dialog_checks_before_start_and_offers_to_replace(fresh_workspace):
             ("output", "", "output: the folder to write"),
         ]:
             await type_into(pilot, field, text)
-            assert message in screen_text(app), (field, text)
+            assert message in dialog_message(app), (field, text)
             assert dialog.query_one(f"#{field}").has_class("-problem"), field
             await pilot.press("f2")
             assert app.screen is dialog and app.job is None
@@ -299,6 +304,8 @@ def test_dialog_escape_closes_without_a_job_and_palette_opens_it(fresh_workspace
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, ConvertDialog) and app.screen.source is not None)
         await pilot.press("escape")
+        assert isinstance(app.screen, CheckpointScreen) and app.job is None
+        await pilot.press("ctrl+c")  # no job: ctrl+c is what it always was (copy, or the quit hint)
         assert isinstance(app.screen, CheckpointScreen) and app.job is None
 
     drive(app, scenario)

@@ -71,8 +71,9 @@ def test_browser_finds_and_badges_everything(workspace, fixtures):
         assert found[BASELINE].kind is Kind.TENSORBOARD and found[RESUMED].kind is Kind.TENSORBOARD
         assert any(e.kind is Kind.DS_UNIVERSAL for e in found.values())
         text = screen_text(app)
-        for word in ("tiny-zero2-bf16", "ZeRO", "safetensors", "universal", "tensorboard", "runs/"):
-            assert word in text
+        for word in ("tiny-zero2-bf16", "ZeRO", "ZeRO-3", "safetensors", "universal", "tensorboard", "runs/"):
+            assert word in text, word
+        assert found[ZERO3].stage == 3 and found[ZERO2].stage is None  # 3 shows in file names; 1/2 do not
         assert "4 checkpoint(s) · 2 TensorBoard run(s) under workspace" in text
         assert {r.path for r in app.runs} == {BASELINE, RESUMED}
 
@@ -129,6 +130,7 @@ def test_scan_shows_entries_as_found_and_never_blocks_the_ui(workspace, monkeypa
         assert isinstance(screen, BrowserScreen)
         await wait_until(pilot, lambda: len(screen.entries) == 1)
         assert screen.scanning and "scanning workspace … 1 found so far" in screen_text(app)
+        assert "folder(s) visited" in screen_text(app)
         await pilot.press("slash")
         assert isinstance(app.focused, Input), "the UI answered while the scan hangs"
         await pilot.press("escape")
@@ -143,7 +145,13 @@ def test_scan_shows_entries_as_found_and_never_blocks_the_ui(workspace, monkeypa
 
 
 def test_scan_of_a_big_tree_finishes(tmp_path, monkeypatch):
-    """20,000 folders and one checkpoint deep inside: found, and the app stays usable meanwhile."""
+    """20,000 folders and one checkpoint deep inside: found, and the app stays usable meanwhile.
+
+    While nothing is found yet, the status line counts the folders visited (the walk is held at its
+    5,000th folder to look at it, however fast the disk is).
+    """
+    from ckpt_tui.core import scan as scan_module
+
     big = tmp_path / "big"
     for i in range(200):
         for j in range(100):
@@ -152,17 +160,36 @@ def test_scan_of_a_big_tree_finishes(tmp_path, monkeypatch):
     deep.mkdir()
     save_file({"w": torch.zeros(2)}, deep / "model.safetensors")
     monkeypatch.chdir(tmp_path)
+    gate, held = threading.Event(), threading.Event()
+    real_detect, calls = scan_module.detect, [0]
+
+    def detect(path):
+        calls[0] += 1
+        if calls[0] == 5000:
+            held.set()
+            gate.wait(30)
+        return real_detect(path)
+
+    monkeypatch.setattr(scan_module, "detect", detect)
     app = CkptApp("big")
 
     async def scenario(pilot: Pilot) -> None:
         screen = app.screen
         await pilot.press("slash")
         assert isinstance(app.focused, Input)
+        await wait_until(pilot, held.is_set)
+        await wait_until(pilot, lambda: screen._folders_shown == 5000)
+        assert "scanning big … 0 found so far · 5,000 folder(s) visited" in screen_text(app)
+        gate.set()
         await wait_until(pilot, lambda: not screen.scanning, timeout=120)
+        assert screen._report.folders == 1 + 200 + 200 * 100 + 1  # root, d*, d*/e*, the model
         assert [e.path for e in screen.entries] == [Path("big/d150/e050/model")]
         assert "1 checkpoint(s) · 0 TensorBoard run(s) under big" in screen_text(app)
 
-    drive(app, scenario)
+    try:
+        drive(app, scenario)
+    finally:
+        gate.set()
 
 
 # ------------------------------------------------------------------------------------ checkpoint
@@ -353,7 +380,10 @@ def test_help_lists_keys_of_every_screen(workspace):
         console.print(app.screen._table())
         text = console.export_text()
         assert text.index("Browser (this screen)") < text.index("Checkpoint")
-        for fragment in ("Browser (this screen)", "Checkpoint", "Losses", "Statistics", "Baseline run", "Everywhere"):
+        for fragment in (
+            "Browser (this screen)", "Checkpoint", "Losses", "Statistics", "Baseline run", "Everywhere",
+            "Convert dialog", "Cancel job", "Verify",
+        ):
             assert fragment in text, fragment
         await pilot.press("escape")
         assert isinstance(app.screen, BrowserScreen)

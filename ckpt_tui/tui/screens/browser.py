@@ -204,7 +204,9 @@ class BrowserScreen(JobActions, Screen[None]):
             mark = self.query_one(ScanTree).marks.get(item.path)
             if mark:
                 facts.append(("marked", f"{mark} run for the loss comparison"))
-            hint = "Enter: compare losses · b/r: mark as baseline/resumed" if is_run(item) else "Enter: open · x: convert"
+            hint = (
+                "Enter: compare losses · b/r: mark as baseline/resumed" if is_run(item) else "Enter: open · x: convert"
+            )
             facts.append(("keys", hint))
             panel.set_facts(facts)
         elif isinstance(item, Folder):

@@ -67,7 +67,8 @@ class ConvertDialog(ModalScreen[ConvertRequest | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="convert-dialog"):
-            yield Static(Text.assemble(("Convert  ", "bold"), display_path(self.source_path, self.root)), id="convert-title")
+            title = Text.assemble(("Convert  ", "bold"), display_path(self.source_path, self.root))
+            yield Static(title, id="convert-title")
             yield Static(Text("reading the checkpoint…", style="dim"), id="convert-source")
             with Horizontal(classes="field"):
                 yield Label("target", classes="field-label")

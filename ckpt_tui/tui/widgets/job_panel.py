@@ -63,10 +63,11 @@ class JobPanel(Static):
         rows += [self._bar(stage.progress, stage.state, width), self._detail(job)]
         if job.succeeded:
             rows.append(self._verify(job, width))
-        log = stage.progress.log
-        if tall and log:
-            for line in log[-LOG_LINES:]:
-                rows.append(Text.assemble(("log  ", "dim"), (line, "dim"), overflow="ellipsis", no_wrap=True))
+        if tall:  # room for how it was asked, and what the converter said on the way
+            options = Text.assemble(("options  ", "dim"), (options_text(job), "dim"), no_wrap=True, overflow="ellipsis")
+            rows.append(options)
+            for line in stage.progress.log[-LOG_LINES:]:
+                rows.append(Text.assemble(("log      ", "dim"), (line, "dim"), no_wrap=True, overflow="ellipsis"))
         return Group(*rows)
 
     def _path(self, path: Path) -> str:
@@ -133,14 +134,13 @@ class JobPanel(Static):
             return Text(" · ".join(parts), no_wrap=True, overflow="ellipsis")
         if stage.state == "done":
             rate = f" ({human_bytes(p.rate_bps)}/s)" if p.elapsed_s > 0 and p.bytes_done else ""
-            return Text(
-                f"{human_bytes(p.bytes_done)} in {duration(p.elapsed_s)}{rate} · from {self._path(job.request.source.path)}",
-                no_wrap=True,
-                overflow="ellipsis",
-            )
+            source = self._path(job.request.source.path)
+            text = f"{human_bytes(p.bytes_done)} in {duration(p.elapsed_s)}{rate} · from {source}"
+            return Text(text, no_wrap=True, overflow="ellipsis")
         # cancelled or failed: say what is (not) on disk, as checked after the job ended
         if job.left_behind:
-            return Text("left behind: " + ", ".join(job.left_behind), style="bold red", no_wrap=True, overflow="ellipsis")
+            left = "left behind: " + ", ".join(job.left_behind)
+            return Text(left, style="bold red", no_wrap=True, overflow="ellipsis")
         where = (
             f"{self._path(job.output)} is as it was"
             if job.existed_before
@@ -171,6 +171,22 @@ class JobPanel(Static):
         if r.problems:
             facts += f" · {len(r.problems)} beyond atol {r.atol:g}"
         return Text.assemble(("verify ", "dim"), verdict, " ", facts, no_wrap=True, overflow="ellipsis")
+
+
+def options_text(job: ConvertJob) -> str:
+    """The options the job runs with, defaults spelled out: 'dtype kept · one file · 2 workers'."""
+    req, o = job.request, job.request.options
+    parts: list[str] = []
+    if req.target == "hf":
+        parts.append(f"dtype {o.dtype}" if o.dtype else "dtype kept")
+        parts.append(f"shards of at most {human_bytes(o.max_shard_size)}" if o.max_shard_size else "one file")
+    else:
+        parts.append(f"step {o.step}" if o.step is not None else "the source's step")
+        parts.append(f"ZeRO-{o.stage} layout" if o.stage else "the source's ZeRO layout")
+    parts.append(plural(o.workers, "worker"))
+    if req.force:
+        parts.append("replacing an existing output")
+    return " · ".join(parts)
 
 
 def duration(seconds: float) -> str:
