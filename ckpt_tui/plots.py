@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ckpt_tui.core.losses import decimate
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
 BASELINE_COLOR = "blue+"
 RESUMED_COLOR = "orange+"
+RESUMED_COLORS = (RESUMED_COLOR, "magenta+", "cyan+", "green+")  # one per resumed run, in order
 DIFF_COLOR = "red+"
 MARK_COLOR = "gray"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -35,8 +37,37 @@ def draw_curves(plt: Any, cmp: Comparison, *, max_points: int = 1000) -> None:
     plt.title(f"{cmp.tag}: baseline vs resumed{resume}")
 
 
-def draw_diff(plt: Any, cmp: Comparison, *, max_points: int = 1000, shared_x: bool = False) -> None:
+def resumed_color(index: int) -> str:
+    """The colour of the index-th resumed run (the first one is RESUMED_COLOR)."""
+    return RESUMED_COLORS[index % len(RESUMED_COLORS)]
+
+
+def draw_runs(
+    plt: Any, cmps: Sequence[Comparison], labels: Sequence[str], *, focus: int = 0, max_points: int = 1000
+) -> None:
+    """One baseline and several resumed runs on one panel (each resumed run compared with the baseline).
+
+    labels: the baseline's, then one per comparison. The resume step (and first divergence) marked are
+    those of the focused comparison. With one comparison this is draw_curves with other labels.
+    """
+    base = cmps[0].baseline
+    plt.plot(*decimate(base.steps, base.values, max_points), label=labels[0], color=BASELINE_COLOR,
+             marker="braille")
+    for i, cmp in enumerate(cmps):
+        plt.plot(*decimate(cmp.resumed.steps, cmp.resumed.values, max_points), label=labels[i + 1],
+                 color=resumed_color(i), marker="braille")
+    _marks(plt, cmps[focus])
+    _step_ticks(plt, base.steps, *(c.resumed.steps for c in cmps))
+    plt.title(f"{cmps[0].tag}: baseline vs {len(cmps)} resumed runs")
+
+
+def draw_diff(
+    plt: Any, cmp: Comparison, *, max_points: int = 1000, shared_x: bool = False, name: str | None = None,
+    color: str = DIFF_COLOR,
+) -> None:
     """resumed - baseline on the common steps, with the ±atol band when the tolerance is absolute.
+
+    name: the resumed run's label, for the legend (for a plot of several resumed runs); color: the line's.
 
     shared_x: for a panel drawn under draw_curves' panel. The x-axis spans both runs, with the same ticks
     as the curves, so a step sits at the same column in both; and the "step" label is left out (the panel
@@ -46,7 +77,7 @@ def draw_diff(plt: Any, cmp: Comparison, *, max_points: int = 1000, shared_x: bo
     if cmp.compared:
         x, y = decimate(cmp.steps, cmp.diff, max_points)
         if x:
-            plt.plot(x, y, color=DIFF_COLOR, marker="braille", label="resumed - baseline")
+            plt.plot(x, y, color=color, marker="braille", label=f"{name or 'resumed'} - baseline")
             lo, hi = min(min(y), -cmp.atol), max(max(y), cmp.atol)
             if hi > lo:
                 plt.ylim(lo, hi)

@@ -30,7 +30,6 @@ JSON (``--json``, schema ``ckpt-tui.demo/1``; only JSON on stdout, progress stil
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import shutil
 import sys
@@ -107,16 +106,14 @@ def interactive(args: argparse.Namespace) -> bool:
 
 
 def open_app(result: Any) -> None:
-    """The app on the workspace, on the loss screen (baseline vs both resumed runs) when launch() can."""
+    """The app on the workspace, on the loss screen: the baseline vs both resumed runs (Esc: the browser)."""
     from ckpt_tui.demo.workspace import tb_dir
     from ckpt_tui.tui.launch import launch
 
-    kwargs: dict[str, Any] = {"mouse": True}
-    params = inspect.signature(launch).parameters
-    if "baseline" in params and "resumed" in params:
-        kwargs["baseline"] = result.baseline_tb
-        kwargs["resumed"] = [tb_dir(result.workspace / r.name) for r in result.resumed]
-    launch(str(result.workspace), **kwargs)
+    # Runs a failed step left unwritten are left out (with none, the app opens on the browser).
+    resumed = [tb for tb in (tb_dir(result.workspace / r.name) for r in result.resumed) if tb.exists()]
+    baseline = result.baseline_tb if result.baseline_tb is not None and result.baseline_tb.exists() else None
+    launch(str(result.workspace), mouse=True, baseline=baseline, resumed=resumed)
 
 
 # ------------------------------------------------------------------------------------------ progress

@@ -6,6 +6,7 @@ them. Readers import torch lazily, inside workers, when a file actually needs it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -56,9 +57,14 @@ class CkptApp(App[int]):
         ("Losses", LossScreen),
     ]
 
-    def __init__(self, root: str | Path = ".") -> None:
+    def __init__(
+        self, root: str | Path = ".", *, baseline: str | Path | None = None, resumed: Sequence[str | Path] = ()
+    ) -> None:
+        """baseline and resumed: open on the loss comparison of those runs (Esc goes to the browser)."""
         super().__init__()
         self.root = Path(root)
+        self.start_baseline = Path(baseline) if baseline is not None else None
+        self.start_resumed = [Path(r) for r in resumed]
         self.runs: list[ScanEntry] = []  # TensorBoard runs found by the browser's scan
         self.baseline_run: Path | None = None
         self.resumed_run: Path | None = None
@@ -78,6 +84,8 @@ class CkptApp(App[int]):
                 self.open_checkpoint(self.root)
             return
         self.push_screen(BrowserScreen(self.root))
+        if self.start_baseline is not None and self.start_resumed:
+            self.open_losses(baseline=self.start_baseline, resumed=self.start_resumed)
 
     @property
     def browse_root(self) -> Path:
@@ -89,12 +97,19 @@ class CkptApp(App[int]):
     def open_checkpoint(self, path: Path) -> None:
         self.push_screen(CheckpointScreen(path, self.browse_root))
 
-    def open_losses(self, baseline: Path | None = None, resumed: Path | None = None) -> None:
-        """The loss comparison; runs default to the ones marked in the browser."""
+    def open_losses(self, baseline: Path | None = None, resumed: Path | Sequence[Path] | None = None) -> None:
+        """The loss comparison; runs default to the ones marked in the browser.
+
+        resumed: one run, or several (each compared with the baseline, all plotted together).
+        """
         runs = [e.path for e in self.runs]
         baseline = baseline or self.baseline_run
-        resumed = resumed or self.resumed_run
-        for path in (baseline, resumed):
+        if resumed is None or isinstance(resumed, Path):
+            resumed = resumed or self.resumed_run
+        else:
+            resumed = list(resumed) or self.resumed_run
+        wanted = resumed if isinstance(resumed, list) else [resumed]
+        for path in (baseline, *wanted):
             if path is not None and path not in runs:
                 runs.append(path)
         if not runs:

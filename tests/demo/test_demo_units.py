@@ -175,26 +175,23 @@ def test_not_interactive_without_a_terminal_or_with_flags(monkeypatch: pytest.Mo
     assert not demo_cmd.interactive(_args())
 
 
-def test_open_app_passes_the_runs_when_launch_accepts_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_open_app_opens_the_losses_of_both_resumed_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from ckpt_tui.tui import launch as launch_mod
 
     calls: list[tuple] = []
     result = pipeline.DemoResult(tmp_path, DemoSettings(), baseline_tb=tmp_path / "baseline" / "tb")
     result.resumed = [argparse.Namespace(name="resumed-from-zero"), argparse.Namespace(name="resumed-from-hf")]
 
-    def old(dir: str | None, *, mouse: bool = True) -> int:
-        calls.append((dir, mouse))
-        return 0
-
-    def new(dir: str | None, *, mouse: bool = True, baseline: Path | None = None, resumed: list[Path] = ()) -> int:
+    def fake(dir: str | None, *, mouse: bool = True, baseline: Path | None = None, resumed=()) -> int:
         calls.append((dir, mouse, baseline, list(resumed)))
         return 0
 
-    monkeypatch.setattr(launch_mod, "launch", old)
+    monkeypatch.setattr(launch_mod, "launch", fake)
+    demo_cmd.open_app(result)  # nothing written yet: the browser only
+    for name in ("baseline", "resumed-from-zero", "resumed-from-hf"):
+        (tmp_path / name / "tb").mkdir(parents=True)
     demo_cmd.open_app(result)
-    monkeypatch.setattr(launch_mod, "launch", new)
-    demo_cmd.open_app(result)
-    assert calls[0] == (str(tmp_path), True)
+    assert calls[0] == (str(tmp_path), True, None, [])
     assert calls[1] == (str(tmp_path), True, tmp_path / "baseline" / "tb",
                         [tmp_path / "resumed-from-zero" / "tb", tmp_path / "resumed-from-hf" / "tb"])
 

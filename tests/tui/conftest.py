@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui.scenes import WORKSPACE, make_workspace
+from tests.tui.scenes import WORKSPACE, make_demo_runs, make_workspace
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +32,19 @@ def fresh_workspace(fixtures, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NO_COLOR", raising=False)
     return Path(WORKSPACE)
+
+
+@pytest.fixture(scope="session")
+def demo_runs_parent(tmp_path_factory) -> Path:
+    """A folder holding `demo/`: a baseline and two resumed TensorBoard runs laid out like the demo's."""
+    parent = tmp_path_factory.mktemp("tui-demo")
+    make_demo_runs(parent)
+    return parent
+
+
+@pytest.fixture
+def demo_runs(demo_runs_parent: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`demo` as a relative path, the current folder being its parent."""
+    monkeypatch.chdir(demo_runs_parent)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return Path("demo")

@@ -39,6 +39,13 @@ BASELINE = Path(WORKSPACE) / "runs" / "baseline"
 RESUMED = Path(WORKSPACE) / "runs" / "resumed"
 STATS_TENSOR = "blocks.0.attn.qkv.weight"
 
+# A `ckpt-tui demo`-like layout of TensorBoard runs: one baseline, two runs resumed from its midpoint,
+# one that reproduces it and one that drifts away (see ckpt_tui.demo.workspace for the real layout).
+DEMO = "demo"
+DEMO_BASELINE = Path(DEMO) / "baseline" / "tb"
+DEMO_RESUMED = [Path(DEMO) / "resumed-from-zero" / "tb", Path(DEMO) / "resumed-from-hf" / "tb"]
+DEMO_STEPS, DEMO_RESUME = 40, 21
+
 SIZES = [(80, 24), (160, 48)]
 HELD_AFTER = 12  # the "converting" scene holds the job after this many tensors
 FIXED_ELAPSED = 2.0  # seconds shown by the job panel in scenes (rates and ETA follow from it)
@@ -78,6 +85,21 @@ def make_workspace(fixtures: dict[str, Any], parent: Path) -> Path:
         return root
     for rel, fid in LAYOUT.items():
         shutil.copytree(fixtures[fid].path, root / rel, symlinks=False)
+    return root
+
+
+def make_demo_runs(parent: Path) -> Path:
+    """parent/demo with the runs above, written by torch's SummaryWriter (fixed values and wall times)."""
+    from tests.losses.events import loss_run
+
+    root = parent / DEMO
+    if root.exists():
+        return root
+    loss_run(parent / DEMO_BASELINE, range(1, DEMO_STEPS + 1), val_every=10, wall0=1000.0)
+    resumed = range(DEMO_RESUME, DEMO_STEPS + 1)
+    loss_run(parent / DEMO_RESUMED[0], resumed, val_every=10, wall0=2000.0)
+    drift = {s: 0.02 * (s - DEMO_RESUME + 1) for s in resumed}
+    loss_run(parent / DEMO_RESUMED[1], resumed, shift=drift, val_every=10, wall0=3000.0)
     return root
 
 
@@ -157,6 +179,18 @@ async def open_losses(pilot: Pilot, targets: Targets = FIXTURE_TARGETS) -> None:
     await wait_until(
         pilot, lambda: isinstance(pilot.app.screen, LossScreen) and pilot.app.screen.comparison is not None
     )
+    await pilot.pause(0.1)  # plots draw after the layout settles
+
+
+async def demo_losses_shown(pilot: Pilot) -> None:
+    """The app started with the demo's baseline and both resumed runs: wait for every comparison."""
+    from ckpt_tui.tui.screens.losses import LossScreen
+
+    def shown() -> bool:
+        screen = pilot.app.screen
+        return isinstance(screen, LossScreen) and len(screen.comparisons) == len(DEMO_RESUMED)
+
+    await wait_until(pilot, shown)
     await pilot.pause(0.1)  # plots draw after the layout settles
 
 

@@ -26,12 +26,12 @@ from ckpt_tui.tui.screens.checkpoint import CheckpointScreen
 from ckpt_tui.tui.screens.help import HelpScreen
 from ckpt_tui.tui.screens.losses import LossScreen
 from ckpt_tui.tui.widgets.facts import FactsPanel
-from ckpt_tui.tui.widgets.loss_panel import VerdictPanel
+from ckpt_tui.tui.widgets.loss_panel import CurvesPlot, DiffPlot, VerdictPanel
 from ckpt_tui.tui.widgets.param_tree import ParamTree
 from ckpt_tui.tui.widgets.scan_tree import ScanTree
 from ckpt_tui.tui.widgets.tensor_detail import TensorDetail
 from tests.tui import scenes
-from tests.tui.scenes import BASELINE, HF, RESUMED, ZERO2, ZERO3, wait_until
+from tests.tui.scenes import BASELINE, DEMO_BASELINE, DEMO_RESUMED, HF, RESUMED, ZERO2, ZERO3, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -353,6 +353,45 @@ def test_loss_comparison_of_a_resumed_run(workspace, fixtures):
     drive(app, scenario)
 
 
+def test_app_opens_on_a_baseline_against_several_resumed_runs(demo_runs):
+    """What `ckpt-tui demo` opens: the baseline vs both resumed runs, each plotted and judged; f moves the
+    detail from one resumed run to the other; Esc goes to the browser on the folder."""
+    app = CkptApp(demo_runs, baseline=DEMO_BASELINE, resumed=DEMO_RESUMED)
+
+    async def scenario(pilot: Pilot) -> None:
+        await scenes.demo_losses_shown(pilot)
+        screen = app.screen
+        assert isinstance(screen, LossScreen)
+        assert screen.baseline == DEMO_BASELINE and screen.resumed_runs == DEMO_RESUMED
+        assert [c.verdict for c in screen.comparisons] == ["match", "diverged"]
+        assert all(c.resume_step == scenes.DEMO_RESUME for c in screen.comparisons)
+        assert screen.comparison is screen.comparisons[0] and screen.resumed == DEMO_RESUMED[0]
+        curves = screen.query_one(CurvesPlot)
+        plotted = text_of(curves)
+        for name in ("baseline", "resumed-from-zero", "resumed-from-hf"):
+            assert name in plotted, name
+        assert "2 resumed runs" in plotted
+        verdict = text_of(screen.query_one(VerdictPanel))
+        assert "resumed-from-zero" in verdict and "resumed-from-hf" in verdict
+        assert "MATCH" in verdict and "DIVERGED" in verdict
+        assert "resumed-from-zero - baseline" in text_of(screen.query_one(DiffPlot))
+
+        await pilot.press("f")  # detail the other resumed run
+        assert screen.focus == 1 and screen.resumed == DEMO_RESUMED[1]
+        assert screen.comparison is screen.comparisons[1] and screen.comparison.verdict == "diverged"
+        assert screen.query_one("#resumed", Select).value == DEMO_RESUMED[1]
+        await pilot.pause()
+        assert "resumed-from-hf - baseline" in text_of(screen.query_one(DiffPlot))
+        assert "first beyond" in text_of(screen.query_one(VerdictPanel))
+        await pilot.press("f")
+        assert screen.focus == 0
+
+        await pilot.press("escape")
+        assert isinstance(app.screen, BrowserScreen) and app.screen.root == demo_runs
+
+    drive(app, scenario)
+
+
 def test_enter_on_a_run_opens_the_comparison(workspace):
     app = CkptApp(workspace)
 
@@ -450,6 +489,8 @@ def test_launch_needs_a_terminal_and_an_existing_folder(tmp_path):
         launch(str(tmp_path / "missing"))
     with pytest.raises(CkptError, match="needs a terminal"):  # pytest captures stdout: not a tty
         launch(str(tmp_path))
+    with pytest.raises(CkptError, match="no such TensorBoard run"):
+        launch(str(tmp_path), baseline=tmp_path / "baseline", resumed=[tmp_path / "resumed"])
 
 
 def test_no_mouse_reaches_the_app(tmp_path, monkeypatch):

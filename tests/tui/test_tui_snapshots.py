@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from ckpt_tui.tui.app import CkptApp
-from tests.tui.scenes import CONVERT_SCENES, SIZES, VIEW_SCENES
+from tests.tui.scenes import CONVERT_SCENES, DEMO_BASELINE, DEMO_RESUMED, SIZES, VIEW_SCENES, demo_losses_shown
 from tests.tui.scenes import scene as bound_scene
 
 SIZE_IDS = [f"{w}x{h}" for w, h in SIZES]
@@ -26,3 +26,10 @@ def test_screen_snapshot(snap_compare, workspace, scene, size):
 @pytest.mark.parametrize("scene", list(CONVERT_SCENES))
 def test_convert_snapshot(snap_compare, fresh_workspace, scene, size):
     assert snap_compare(CkptApp(fresh_workspace), terminal_size=size, run_before=bound_scene(scene))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_demo_losses_snapshot(snap_compare, demo_runs, size):
+    """How `ckpt-tui demo` opens the app: the baseline against both resumed runs."""
+    app = CkptApp(demo_runs, baseline=DEMO_BASELINE, resumed=DEMO_RESUMED)
+    assert snap_compare(app, terminal_size=size, run_before=demo_losses_shown)
