@@ -158,9 +158,10 @@ def _checked(path: Path, header: dict, data_size: int, rel: str | None) -> list[
                 if build:
                     if fast:  # _entry_fast, inlined: this loop runs once per tensor
                         e = new(TensorEntry)
-                        d = e.__dict__
-                        d.update(defaults)
-                        d["name"], d["shape"], d["dtype"], d["file"], d["nbytes"] = name, tuple(shape), canonical, rel, end - begin
+                        attrs = e.__dict__
+                        attrs.update(defaults)
+                        attrs["name"], attrs["shape"], attrs["dtype"] = name, tuple(shape), canonical
+                        attrs["file"], attrs["nbytes"] = rel, end - begin
                         add(e)
                     else:
                         add(_entry(name, tuple(shape), canonical, rel, end - begin))
@@ -199,9 +200,9 @@ _REQUIRED = tuple(f.name for f in fields(TensorEntry) if f.default is MISSING an
 
 def _entry_fast(name: str, shape: tuple[int, ...], dtype: str, file: str, nbytes: int) -> TensorEntry:
     e = object.__new__(TensorEntry)
-    d = e.__dict__
-    d.update(_DEFAULTS)
-    d["name"], d["shape"], d["dtype"], d["file"], d["nbytes"] = name, shape, dtype, file, nbytes
+    attrs = e.__dict__
+    attrs.update(_DEFAULTS)
+    attrs["name"], attrs["shape"], attrs["dtype"], attrs["file"], attrs["nbytes"] = name, shape, dtype, file, nbytes
     return e
 
 

@@ -45,10 +45,12 @@ class ParamTree(ColumnTree[ParamNode]):
 
     def _add_children(self, parent: TreeNode[ParamNode], node: ParamNode, *, expand_all: bool) -> None:
         for child in node.children:
-            item = parent.add(self._label(child), data=child, allow_expand=bool(child.children))
-            if child.children and (expand_all or self._opens_by_itself(child)):
+            opens = bool(child.children) and (expand_all or self._opens_by_itself(child))
+            # added open (expand=), not opened after: .expand() posts a NodeExpanded per group, which
+            # made each filter key cost ~0.5 s on a 100k-tensor model (benchmarks/bench_tui_tree.py)
+            item = parent.add(self._label(child), data=child, allow_expand=bool(child.children), expand=opens)
+            if opens:
                 self._populate(item, expand_all=expand_all)
-                item.expand()
 
     def _populate(self, item: TreeNode[ParamNode], *, expand_all: bool = False) -> None:
         if item.id in self._populated or item.data is None:
