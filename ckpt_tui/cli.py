@@ -12,13 +12,14 @@ import sys
 from collections.abc import Sequence
 
 from ckpt_tui import __version__
-from ckpt_tui.commands import COMMANDS
+from ckpt_tui.commands import MODULES, load
 from ckpt_tui.core.errors import CkptError
 
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser for every subcommand, or (`only`) for the one about to run: it alone is imported."""
     parser = argparse.ArgumentParser(
         prog="ckpt-tui",
         description="Browse, inspect, convert and verify DeepSpeed / Hugging Face checkpoints. "
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ckpt-tui {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
+    for name in [only] if only else MODULES:
+        command = load(name)
         p = sub.add_parser(command.NAME, help=command.HELP, description=command.HELP)
         command.add_arguments(p)
         p.set_defaults(_run=command.run)
@@ -42,10 +44,9 @@ def build_app_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    names = {c.NAME for c in COMMANDS}
     try:
-        if argv and (argv[0] in names or argv[0] in ("-h", "--help", "--version")):
-            args = build_parser().parse_args(argv)
+        if argv and (argv[0] in MODULES or argv[0] in ("-h", "--help", "--version")):
+            args = build_parser(argv[0] if argv[0] in MODULES else None).parse_args(argv)
             return int(args._run(args) or 0)
         return _run_app(build_app_parser().parse_args(argv))
     except CkptError as exc:
