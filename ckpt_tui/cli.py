@@ -44,8 +44,11 @@ def build_app_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:  # no parser, no subcommand imports
+        print(f"ckpt-tui {__version__}")
+        return 0
     try:
-        if argv and (argv[0] in MODULES or argv[0] in ("-h", "--help", "--version")):
+        if argv and (argv[0] in MODULES or argv[0] in ("-h", "--help")):
             args = build_parser(argv[0] if argv[0] in MODULES else None).parse_args(argv)
             return int(args._run(args) or 0)
         return _run_app(build_app_parser().parse_args(argv))
