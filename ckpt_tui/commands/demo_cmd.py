@@ -107,12 +107,11 @@ def interactive(args: argparse.Namespace) -> bool:
 
 def open_app(result: Any) -> None:
     """The app on the workspace, on the loss screen: the baseline vs both resumed runs (Esc: the browser)."""
-    from ckpt_tui.demo.workspace import tb_dir
+    from ckpt_tui.demo.workspace import comparison_runs
     from ckpt_tui.tui.launch import launch
 
     # Runs a failed step left unwritten are left out (with none, the app opens on the browser).
-    resumed = [tb for tb in (tb_dir(result.workspace / r.name) for r in result.resumed) if tb.exists()]
-    baseline = result.baseline_tb if result.baseline_tb is not None and result.baseline_tb.exists() else None
+    baseline, resumed = comparison_runs(result.workspace) or (None, [])
     launch(str(result.workspace), mouse=True, baseline=baseline, resumed=resumed)
 
 

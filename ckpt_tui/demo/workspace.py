@@ -135,6 +135,21 @@ class Workspace:
         ]
 
 
+def comparison_runs(root: Path) -> tuple[Path, list[Path]] | None:
+    """The loss comparison a built demo workspace shows: (baseline TensorBoard folder, resumed ones).
+
+    The ZeRO -> universal run comes first (it must follow the baseline at every step); runs a failed step
+    left unwritten are left out. None when root is not a demo workspace or has nothing to compare.
+    """
+    root = Path(root)
+    if not (root / SETTINGS_FILE).is_file():
+        return None
+    ws = Workspace(root, steps=0)  # only folder names are used, not the step
+    baseline = tb_dir(ws.baseline)
+    resumed = [tb for tb in (tb_dir(ws.resumed_from_zero), tb_dir(ws.resumed_from_hf)) if tb.is_dir()]
+    return (baseline, resumed) if baseline.is_dir() and resumed else None
+
+
 def tb_dir(run: Path) -> Path:
     """The TensorBoard folder of a run folder (baseline/, resumed-from-*/)."""
     return run / "tb"

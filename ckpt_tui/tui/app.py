@@ -103,6 +103,10 @@ class CkptApp(App[int]):
         resumed: one run, or several (each compared with the baseline, all plotted together).
         """
         runs = [e.path for e in self.runs]
+        if baseline is None and resumed is None and self.baseline_run is None and self.resumed_run is None:
+            from ckpt_tui.demo.workspace import comparison_runs  # nothing marked: a demo shows its proof
+
+            baseline, resumed = comparison_runs(self.browse_root) or (None, None)
         baseline = baseline or self.baseline_run
         if resumed is None or isinstance(resumed, Path):
             resumed = resumed or self.resumed_run

@@ -392,6 +392,29 @@ def test_app_opens_on_a_baseline_against_several_resumed_runs(demo_runs):
     drive(app, scenario)
 
 
+def test_losses_key_in_a_demo_workspace_opens_the_demo_comparison(demo_runs, tmp_path, monkeypatch):
+    """In a built demo workspace, `l` with nothing marked shows what the demo proves: the baseline vs the
+    ZeRO -> universal run first (it must match), then the HF -> universal run."""
+    import shutil
+
+    from ckpt_tui.demo.workspace import SETTINGS_FILE
+
+    shutil.copytree(demo_runs, tmp_path / "demo")
+    (tmp_path / "demo" / SETTINGS_FILE).write_text("{}")  # what marks a folder as a demo workspace
+    monkeypatch.chdir(tmp_path)
+    app = CkptApp(Path("demo"))
+
+    async def scenario(pilot: Pilot) -> None:
+        await scenes.scan_done(pilot)
+        await pilot.press("l")
+        await scenes.wait_until(pilot, lambda: isinstance(app.screen, LossScreen) and len(app.screen.comparisons) == 2)
+        screen = app.screen
+        assert screen.baseline == DEMO_BASELINE and screen.resumed_runs == DEMO_RESUMED
+        assert [c.verdict for c in screen.comparisons] == ["match", "diverged"]
+
+    drive(app, scenario)
+
+
 def test_enter_on_a_run_opens_the_comparison(workspace):
     app = CkptApp(workspace)
 
