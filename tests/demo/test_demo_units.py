@@ -187,6 +187,9 @@ def test_open_app_opens_the_losses_of_both_resumed_runs(monkeypatch: pytest.Monk
         return 0
 
     monkeypatch.setattr(launch_mod, "launch", fake)
+    from ckpt_tui.demo.workspace import SETTINGS_FILE
+
+    (tmp_path / SETTINGS_FILE).write_text("{}")  # a demo workspace always has its settings file
     demo_cmd.open_app(result)  # nothing written yet: the browser only
     for name in ("baseline", "resumed-from-zero", "resumed-from-hf"):
         (tmp_path / name / "tb").mkdir(parents=True)
