@@ -3,9 +3,9 @@
 
     .venv/bin/python scripts/screenshots.py [--out screenshots] [--workspace DEMO_DIR]
 
-Default workspace: the one the snapshot tests use (tests/tui/scenes.py), copied from the cached test
-fixtures (real DeepSpeed ZeRO, universal, Hugging Face and TensorBoard runs; the first run builds them,
-a couple of minutes on CPU). ``--workspace`` takes a folder built by ``ckpt-tui demo`` instead. Each
+Default workspace: the one the snapshot tests use, committed under tests/data/scenes (real DeepSpeed
+ZeRO, universal, Hugging Face and TensorBoard output; see tests/data/make_scenes.py), so the pictures are
+the same on every machine. ``--workspace`` takes a folder built by ``ckpt-tui demo`` instead. Each
 screen is shot at 80x24 and 160x48 after the same keyboard steps the tests take. The conversion scenes
 write beside the source, so each of their shots runs on a fresh copy of the workspace (a demo
 workspace given with ``--workspace`` is never written to).
@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ckpt_tui.tui.app import CkptApp  # noqa: E402
-from tests.fixtures.builder import ensure_built  # noqa: E402
 from tests.tui.scenes import (  # noqa: E402
     CONVERT_SCENES,
     FIXTURE_TARGETS,
@@ -35,7 +34,7 @@ from tests.tui.scenes import (  # noqa: E402
     SIZES,
     Targets,
     demo_targets,
-    make_workspace,
+    make_scene_workspace,
     scene,
 )
 
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "screenshots", help="folder for the SVGs")
     parser.add_argument("--scene", action="append", choices=list(SCENES), help="only these screens")
-    parser.add_argument("--workspace", type=Path, help="a `ckpt-tui demo` workspace (default: test fixtures)")
+    parser.add_argument("--workspace", type=Path, help="a `ckpt-tui demo` workspace (default: the committed scenes)")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -100,10 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(previous)
         shoot_all(names, workspace, targets, out)
         return 0
-    print("fixtures: building or reusing the cache …", flush=True)
-    fixtures = ensure_built(log=lambda msg: print(msg, flush=True))
     with tempfile.TemporaryDirectory(prefix="ckpt-tui-shots-") as tmp:
-        shoot_all(names, make_workspace(fixtures, Path(tmp)), FIXTURE_TARGETS, out)
+        shoot_all(names, make_scene_workspace(Path(tmp)), FIXTURE_TARGETS, out)
     return 0
 
 

@@ -154,8 +154,12 @@ def test_other_settings_need_fresh(z3_demo: Demo) -> None:
 
 
 # ------------------------------------------------------------------------- other stages, DP 1 -> 2
+# With the default run (ZeRO-3, DP 2 -> 1) and the --fresh test below (ZeRO-2 then ZeRO-1, DP 1 -> 2), every
+# stage is proved in both directions of DP through the demo but ZeRO-2 at DP 2 -> 1: ZeRO-2 saves the
+# ZeRO-1 layout (flat groups split across ranks), which (1, 2, 1) proves on the same path. A demo run
+# costs ~45 s of the suite's time budget.
 @pytest.mark.slow
-@pytest.mark.parametrize(("stage", "dp", "resume_dp"), [(1, 2, 1), (2, 2, 1), (3, 1, 2)])
+@pytest.mark.parametrize(("stage", "dp", "resume_dp"), [(1, 2, 1), (3, 1, 2)])
 def test_proof_holds_for_other_stages_and_dp_1_to_2(stage: int, dp: int, resume_dp: int, tmp_path: Path) -> None:
     demo = run_demo(tmp_path / "ws", "--dp", str(dp), "--resume-dp", str(resume_dp), "--stage", str(stage))
     check_proof(demo, dp=dp, resume_dp=resume_dp, stage=stage)

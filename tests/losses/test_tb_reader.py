@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -258,16 +257,15 @@ def test_folder_without_event_files(tmp_path):
         tb.read_scalars(tmp_path / "missing")
 
 
-@pytest.mark.slow
-def test_million_points(tmp_path):
-    """1M points from SummaryWriter (~30 s to write): all read, in order, quickly."""
-    n = 1_000_000
+def test_many_points(tmp_path):
+    """200k points from SummaryWriter (several of the reader's vectorised chunks): all read, in order.
+
+    Speed is benchmarks/bench_tensorboard.py's business (1M points, against EventAccumulator), not a test's.
+    """
+    n = 200_000
     steps = np.arange(n)
     values = 5.0 / (1.0 + steps * 1e-3)
     path = write_run(tmp_path, {TRAIN_TAG: zip(steps.tolist(), values.tolist())})
-    start = time.perf_counter()
     ef = tb.read_event_file(path)
-    seconds = time.perf_counter() - start
     pts = ef.scalars[TRAIN_TAG]
     assert np.array_equal(pts.steps, steps) and np.array_equal(pts.values, f32(values))
-    assert seconds < 10, seconds  # ~1 s here; EventAccumulator takes ~13 s (benchmarks/bench_tensorboard.py)

@@ -1,9 +1,14 @@
 """A fixed workspace of real checkpoints and the app states shown in snapshots and screenshots.
 
 Shared by the snapshot tests and ``scripts/screenshots.py`` so the README's pictures are exactly what the
-tests check. Everything rendered must be the same on every machine: the workspace is copied under one
-fixed folder name and the app is started on that relative name from its parent, so no temporary path
-reaches the screen; file sizes and losses of the cached fixtures are deterministic.
+tests check. Everything rendered must be the same on every machine, so the scenes run on files that are
+committed, not trained here: ``tests/data/scenes/`` holds real DeepSpeed, transformers and TensorBoard output
+(made once by ``python -m tests.data.make_scenes`` from the training fixtures), so no digit on screen comes
+from this machine's training noise. The workspace is copied under one fixed folder name and the app is
+started on that relative name from its parent, so no temporary path reaches the screen.
+
+The flow tests drive the same scenes on a workspace copied from the freshly built fixtures instead
+(:func:`make_workspace`): they compare what the app shows with what training recorded on this machine.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from textual.pilot import Pilot
 
 WORKSPACE = "workspace"
+SCENE_DATA = Path(__file__).resolve().parents[1] / "data" / "scenes"  # committed: workspace/ and demo/
 
 # workspace sub-path -> fixture id (see tests/fixtures/builder.py)
 LAYOUT = {
@@ -76,6 +82,25 @@ def demo_targets(root: str) -> Targets:
     if settings.get("stage") == 3:
         zero = base / "universal-from-zero" / f"global_step{settings['steps']}_universal"
     return Targets(zero, None, base / "baseline" / "tb", base / "resumed-from-zero" / "tb")
+
+
+def make_scene_workspace(parent: Path) -> Path:
+    """parent/workspace as committed in tests/data/scenes (the same layout as make_workspace's)."""
+    return _copy_committed(WORKSPACE, parent)
+
+
+def make_scene_demo_runs(parent: Path) -> Path:
+    """parent/demo as committed in tests/data/scenes (written by make_demo_runs)."""
+    return _copy_committed(DEMO, parent)
+
+
+def _copy_committed(name: str, parent: Path) -> Path:
+    root = parent / name
+    if not root.exists():
+        if not (SCENE_DATA / name).is_dir():
+            raise FileNotFoundError(f"{SCENE_DATA / name} is missing: run `python -m tests.data.make_scenes`")
+        shutil.copytree(SCENE_DATA / name, root, symlinks=False)
+    return root
 
 
 def make_workspace(fixtures: dict[str, Any], parent: Path) -> Path:
