@@ -16,8 +16,7 @@ from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.inspect import open_checkpoint
 from ckpt_tui.core.sources import open_source
 from ckpt_tui.core.verify import verify
-from ckpt_tui.demo.launch import run_zero_to_fp32
-from tests.fixtures.builder import ALL_UNIVERSAL, ALL_ZERO
+from tests.fixtures.builder import ALL_UNIVERSAL, ALL_ZERO, SHARDED_FP32_SIZE, SHARDED_FP32_SOURCE
 from tests.helpers import assert_one_line_error, ckpt_tui, tree_hash
 
 
@@ -32,10 +31,9 @@ def _stored_names(folder: Path) -> list[str]:
 @pytest.mark.parametrize("fid", ALL_ZERO)
 def test_zero_to_hf_equals_zero_to_fp32_bitwise(fixtures, tmp_path, fid):
     fx = fixtures[fid]
-    tied = bool(fx.truth.tied)
-    ref = tmp_path / "reference"
-    # zero_to_fp32 cannot write tied weights as safetensors ("Some tensors share memory"): use its .bin
-    run_zero_to_fp32(fx.path, ref, safe=not tied, log_path=tmp_path / "ref.log")
+    # zero_to_fp32's output of this very checkpoint, made by the fixture build (.bin for tied GPT-2:
+    # zero_to_fp32 cannot write tied weights as safetensors, "Some tensors share memory")
+    ref = fixtures[fx.derived["fp32"]].path
     before = tree_hash(fx.path)
     out = convert(fx.path, tmp_path / "ours", "hf", ConvertOptions(workers=2))
     assert tree_hash(fx.path) == before, "the source was modified"
@@ -62,10 +60,9 @@ def test_tied_gpt2_output_loads_in_transformers(fixtures, tmp_path):
 
 
 def test_sharded_output_with_index_matches_zero_to_fp32_sharded(fixtures, tmp_path):
-    fx = fixtures["gpt-z2-fp32"]
-    ref = tmp_path / "ref"
-    run_zero_to_fp32(fx.path, ref, max_shard_size="200KB", log_path=tmp_path / "ref.log")
-    result = ckpt_tui("convert", fx.path, "--to", "hf", "-o", tmp_path / "ours", "--max-shard-size", "200KB", "--json")
+    fx = fixtures[SHARDED_FP32_SOURCE]
+    ref = fixtures[f"{SHARDED_FP32_SOURCE}.fp32-sharded"].path  # zero_to_fp32 --max_shard_size 200KB
+    result = ckpt_tui("convert", fx.path, "--to", "hf", "-o", tmp_path / "ours", "--max-shard-size", SHARDED_FP32_SIZE, "--json")
     assert result.code == 0, result.err
     ours = tmp_path / "ours"
     index = json.loads((ours / "model.safetensors.index.json").read_text())

@@ -258,11 +258,11 @@ def test_folder_without_event_files(tmp_path):
 
 
 def test_many_points(tmp_path):
-    """200k points from SummaryWriter (several of the reader's vectorised chunks): all read, in order.
+    """70k points from SummaryWriter (more than one of the reader's vectorised chunks): all read, in order.
 
     Speed is benchmarks/bench_tensorboard.py's business (1M points, against EventAccumulator), not a test's.
     """
-    n = 200_000
+    n = 70_000
     steps = np.arange(n)
     values = 5.0 / (1.0 + steps * 1e-3)
     path = write_run(tmp_path, {TRAIN_TAG: zip(steps.tolist(), values.tolist())})

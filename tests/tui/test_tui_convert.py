@@ -50,6 +50,16 @@ def panel_text(app: CkptApp) -> str:
     return "\n".join(line.text for line in panel.render_lines(panel.region.reset_offset))
 
 
+async def panel_shows(pilot: Pilot, app: CkptApp, *needles: str, timeout: float = 30.0) -> str:
+    """The job panel's text once it shows every needle: it redraws from the job's events on the UI
+    thread, so a test waits for what the user will see instead of racing the redraw."""
+    try:
+        await wait_until(pilot, lambda: all(n in panel_text(app) for n in needles), timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"the job panel never showed {needles!r}; it shows:\n{panel_text(app)}") from None
+    return panel_text(app)
+
+
 def dialog_message(app: CkptApp) -> str:
     """The dialog's check result line(s) as one string (however the dialog's width wraps it)."""
     return str(app.screen.query_one("#convert-message", Static).content)
@@ -113,14 +123,11 @@ def test_zero_to_hf_from_the_checkpoint_screen_runs_opens_and_verifies(fresh_wor
         # success opens the result
         await wait_until(pilot, lambda: isinstance(app.screen, CheckpointScreen) and app.screen.ckpt is not None)
         assert app.screen.path == out and app.screen.ckpt.kind is Kind.HF_SAFETENSORS
-        text = panel_text(app)
-        assert "✓ Converted to HF safetensors" in text and "29/29 tensors" in text and "100%" in text
-        assert "v: verify" in text
+        await panel_shows(pilot, app, "✓ Converted to HF safetensors", "29/29 tensors", "100%", "v: verify")
         # verify from the same screen
         await pilot.press("v")
         await wait_until(pilot, lambda: app.job.verify.finished, timeout=120)
-        text = panel_text(app)
-        assert "MATCH" in text and "29 tensors compared: 29 bitwise equal, max |diff| 0" in text
+        await panel_shows(pilot, app, "MATCH", "29 tensors compared: 29 bitwise equal, max |diff| 0")
         report = app.job.report
         assert report is not None and report.ok and report.bitwise_equal_count == len(report.compared) == 29
         # Esc closes the finished panel, then goes back to the source, whose panel is gone too
@@ -162,7 +169,7 @@ def test_zero3_to_universal_from_the_browser_with_options(fresh_workspace, fixtu
         await pilot.press("v")
         await wait_until(pilot, lambda: app.job.verify.finished, timeout=120)
         assert app.job.report is not None and app.job.report.ok
-        assert "MATCH" in panel_text(app)
+        await panel_shows(pilot, app, "MATCH")
         await pilot.press("escape", "escape")
         assert isinstance(app.screen, BrowserScreen)
         await wait_until(pilot, lambda: not app.screen.scanning)
@@ -191,15 +198,16 @@ def test_cancel_midway_with_ctrl_c_leaves_nothing(fresh_workspace):
             await wait_until(pilot, lambda: app.job is not None and app.job.convert.progress.tensors_done == 1)
             tmp = leftovers(out)
             assert len(tmp) == 1 and any(tmp[0].iterdir()), "midway: the temp folder holds the first tensor"
-            assert "Converting to DeepSpeed universal" in panel_text(app) and "1/29 tensors" in panel_text(app)
+            await panel_shows(pilot, app, "Converting to DeepSpeed universal", "1/29 tensors")
             assert "^c Cancel job" in screen_text(app), "the footer shows the cancel key"
             await pilot.press("ctrl+c")
             await wait_until(pilot, lambda: app.job.convert.finished, timeout=60)
             release.set()
         assert app.job.convert.state == "cancelled"
-        text = panel_text(app)
-        assert "Cancelled, nothing written" in text
-        assert "no workspace/tiny-zero2-bf16-universal/global_step4_universal, no temp folder left" in text
+        await panel_shows(
+            pilot, app, "Cancelled, nothing written",
+            "no workspace/tiny-zero2-bf16-universal/global_step4_universal, no temp folder left",
+        )
         assert isinstance(app.screen, CheckpointScreen) and app.screen.path == ZERO2, "nothing to open"
 
     drive(app, scenario)
@@ -237,9 +245,10 @@ def test_failure_midway_shows_the_reason_and_leaves_nothing(fresh_workspace):
         await wait_until(pilot, lambda: app.job.convert.finished, timeout=120)
         assert app.job.convert.state == "failed"
         assert str(optim) in app.job.convert.error and "truncated or corrupted" in app.job.convert.error
-        text = panel_text(app)
-        assert "✗ Conversion failed" in text and "truncated or corrupted" in text
-        assert "nothing written: no workspace/tiny-zero2-bf16-hf, no temp folder left" in text
+        await panel_shows(
+            pilot, app, "✗ Conversion failed", "truncated or corrupted",
+            "nothing written: no workspace/tiny-zero2-bf16-hf, no temp folder left",
+        )
         assert isinstance(app.screen, CheckpointScreen) and app.screen.path == ZERO2
         await pilot.press("escape")  # closes the failed job's panel
         assert app.job is None
@@ -327,7 +336,7 @@ def test_dtype_cast_is_verified_in_that_dtype(fresh_workspace):
         await pilot.press("v")
         await wait_until(pilot, lambda: app.job.verify.finished, timeout=120)
         assert app.job.report.compare_dtype == "bfloat16" and app.job.report.ok
-        assert "compared as bf16" in panel_text(app)
+        await panel_shows(pilot, app, "compared as bf16")
 
     drive(app, scenario)
     index = json.loads((out / "model.safetensors.index.json").read_text())
