@@ -40,7 +40,6 @@ JSON (``--json``, schema ``ckpt-tui.compare-loss/1``; only JSON on stdout; NaN/i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -49,7 +48,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ckpt_tui.commands.output import console
+from ckpt_tui.commands.output import console, print_json
 
 NAME = "compare-loss"
 HELP = "Compare a baseline and a resumed run's loss curves (TensorBoard): plot, statistics, verdict."
@@ -97,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
             "resumed": _side(resumed),
             "comparisons": [{**c.to_dict(), **files[c.tag]} for c in comparisons],
         }
-        json.dump(doc, sys.stdout, indent=2, allow_nan=False)
-        sys.stdout.write("\n")
+        print_json(doc)
     else:
         _print_text(args, base, resumed, comparisons, files, passed)
     return 0 if passed else 1

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from ckpt_tui.commands.output import console, human_bytes, human_count, print_json, format_shape
 from ckpt_tui.core import dtypes as dt
-from ckpt_tui.core.inspect import detect, open_checkpoint
-from ckpt_tui.core.model import Checkpoint, Kind, RunLog
+from ckpt_tui.core.formats.registry import detect
+from ckpt_tui.core.inspect import open_checkpoint
+from ckpt_tui.core.model import Checkpoint, Piece, RunLog, TensorEntry
 from ckpt_tui.core.serialize import checkpoint_to_json, run_to_json
 
 NAME = "inspect"
@@ -19,13 +22,18 @@ HELP = "Show what a checkpoint holds: kind, step, world sizes, dtypes, and the p
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=Path, help="checkpoint folder or file (HF, DeepSpeed ZeRO/universal) or TensorBoard run")
-    p.add_argument("--json", action="store_true", help="emit JSON (schema ckpt-tui.checkpoint/1)")
+    p.add_argument("--json", action="store_true", help="emit JSON (schema ckpt-tui.checkpoint/2)")
     p.add_argument("--flat", action="store_true", help="one row per tensor instead of the grouped tree")
     p.add_argument("--no-tensors", action="store_true", help="summary only")
+    p.add_argument(
+        "--pieces", action="store_true",
+        help="where each tensor's pieces live (rank, file, slice), as its values are assembled (opens the value source)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if detect(args.path) is Kind.TENSORBOARD:
+    adapter = detect(args.path)
+    if adapter is not None and adapter.is_run:  # a run (TensorBoard): its scalar tags, not tensors
         from ckpt_tui.core.formats.tensorboard import read_run_log
 
         run_log = read_run_log(args.path)
@@ -35,11 +43,43 @@ def run(args: argparse.Namespace) -> int:
             render_run(run_log)
         return 0
     ckpt = open_checkpoint(args.path)
-    if args.json:
-        print_json(checkpoint_to_json(ckpt))
-    else:
-        render_checkpoint(ckpt, flat=args.flat, tensors=not args.no_tensors)
+    if not args.pieces:
+        if args.json:
+            print_json(checkpoint_to_json(ckpt))
+        else:
+            render_checkpoint(ckpt, flat=args.flat, tensors=not args.no_tensors)
+        return 0
+    from ckpt_tui.core.sources import open_source
+
+    with open_source(ckpt) as source:
+        if args.json:
+            print_json(checkpoint_to_json(ckpt, pieces=source.pieces))
+        else:
+            render_checkpoint(ckpt, flat=args.flat, tensors=False)
+            console().print(_pieces_table(ckpt, source.pieces))
     return 0
+
+
+def _pieces_table(ckpt: Checkpoint, pieces: Callable[[str], tuple[Piece, ...]]) -> Table:
+    """One row per piece: which tensor, which rank's file, which part of the tensor, where in the file."""
+    table = Table(box=None, padding=(0, 2), title="pieces", title_justify="left")
+    for col in ("tensor", "rank", "file", "part", "at"):
+        table.add_column(col, justify="right" if col in ("rank", "at") else "left", no_wrap=col != "file")
+    for t in ckpt.tensors:
+        if t.tied_to:
+            continue
+        for p in pieces(t.name):
+            table.add_row(escape(t.name), "" if p.rank is None else str(p.rank), escape(p.file), _part(t, p), f"{p.at:,}")
+    return table
+
+
+def _part(t: TensorEntry, p: Piece) -> str:
+    if p.flat is not None:
+        start, count = p.flat
+        return f"values {start:,}..{start + count - 1:,} of {t.numel:,}"
+    if p.sizes:
+        return " × ".join(f"{o}:{o + n}" for o, n in zip(p.offsets or (0,) * len(p.sizes), p.sizes))
+    return "whole"
 
 
 def facts(ckpt: Checkpoint) -> list[tuple[str, str]]:
@@ -48,8 +88,7 @@ def facts(ckpt: Checkpoint) -> list[tuple[str, str]]:
         ("tag", ckpt.tag),
         ("step", None if ckpt.step is None else str(ckpt.step)),
         ("ZeRO stage", None if ckpt.zero_stage is None else str(ckpt.zero_stage)),
-        ("DP world size", None if ckpt.dp_world_size is None else str(ckpt.dp_world_size)),
-        ("MP world size", None if ckpt.mp_world_size is None else str(ckpt.mp_world_size)),
+        ("parallelism", ckpt.layout.describe() or None),
         ("precision", dt.short(ckpt.compute_dtype) if ckpt.compute_dtype else None),
         ("DeepSpeed", ckpt.ds_version),
         ("optimizer states", ", ".join(ckpt.optimizer_states) or None),

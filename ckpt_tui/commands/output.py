@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 from rich.console import Console
 
+from ckpt_tui.core import jsonsafe
 from ckpt_tui.core.units import format_shape, human_bytes, human_count
 
 __all__ = ["console", "human_bytes", "human_count", "print_json", "format_shape"]
@@ -20,5 +20,5 @@ def console() -> Console:
 
 
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, allow_nan=True)
-    sys.stdout.write("\n")
+    """One JSON document on stdout, strict (non-finite floats as strings: see core/jsonsafe.py)."""
+    jsonsafe.dump(obj, sys.stdout)

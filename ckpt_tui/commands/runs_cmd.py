@@ -33,7 +33,6 @@ JSON (``--json``, schema ``ckpt-tui.runs/1``; only JSON on stdout; NaN/inf value
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ckpt_tui.commands.output import console, human_bytes, human_count
+from ckpt_tui.commands.output import console, human_bytes, human_count, print_json
 from ckpt_tui.core.errors import CkptError
 
 NAME = "runs"
@@ -69,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise CkptError(root, "no TensorBoard event files (events.out.tfevents.*) under this folder")
     if args.json:
         doc = {"schema": "ckpt-tui.runs/1", "root": str(root), "runs": runs}
-        json.dump(doc, sys.stdout, indent=2, allow_nan=False)
-        sys.stdout.write("\n")
+        print_json(doc)
     else:
         _print_text(root, runs)
     errors = [r for r in runs if r["error"]]

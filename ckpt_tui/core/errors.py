@@ -20,3 +20,14 @@ class CkptError(Exception):
 
 class UnsafePickleError(CkptError):
     """A pickle asked for a class or function outside the allowlist: it was not loaded."""
+
+
+class OptionError(CkptError):
+    """A conversion option the user gave is not acceptable; `option` names it (dtype, stage, ...).
+
+    The CLI prints it like any CkptError; the app puts the mark on the field the option belongs to.
+    """
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(None, problem)
+        self.option = option

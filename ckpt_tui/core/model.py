@@ -2,48 +2,129 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
-class Kind(str, enum.Enum):
-    """What a folder or file on disk is."""
+class Kind(str):
+    """What a folder or file on disk is: the id of its format adapter (``core/formats/registry.py``).
 
-    HF_SAFETENSORS = "hf-safetensors"
-    HF_BIN = "hf-bin"
-    DS_ZERO = "deepspeed-zero"
-    DS_UNIVERSAL = "deepspeed-universal"
-    TENSORBOARD = "tensorboard"
+    An open set, not an enum: a new kind is declared by its adapter module, not here. The constants below
+    are the kinds built in; ``Kind(value)`` returns the one instance of each value, so ``is`` compares.
+    """
+
+    __slots__ = ()
+    _interned: ClassVar[dict[str, Kind]] = {}
+
+    HF_SAFETENSORS: ClassVar[Kind]
+    HF_BIN: ClassVar[Kind]
+    DS_ZERO: ClassVar[Kind]
+    DS_UNIVERSAL: ClassVar[Kind]
+    TENSORBOARD: ClassVar[Kind]
+
+    def __new__(cls, value: str) -> Kind:
+        known = cls._interned.get(value)
+        if known is None:
+            known = cls._interned[value] = super().__new__(cls, value)
+        return known
+
+    def __repr__(self) -> str:
+        return f"Kind({str.__repr__(self)})"
+
+    @property
+    def value(self) -> str:
+        return str(self)
 
     @property
     def label(self) -> str:
-        return _LABELS[self]
+        from ckpt_tui.core.formats.registry import adapter_for
+
+        return adapter_for(self).label
 
 
-_LABELS = {
-    Kind.HF_SAFETENSORS: "HF safetensors",
-    Kind.HF_BIN: "HF pytorch .bin",
-    Kind.DS_ZERO: "DeepSpeed ZeRO",
-    Kind.DS_UNIVERSAL: "DeepSpeed universal",
-    Kind.TENSORBOARD: "TensorBoard run",
-}
+Kind.HF_SAFETENSORS = Kind("hf-safetensors")
+Kind.HF_BIN = Kind("hf-bin")
+Kind.DS_ZERO = Kind("deepspeed-zero")
+Kind.DS_UNIVERSAL = Kind("deepspeed-universal")
+Kind.TENSORBOARD = Kind("tensorboard")
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """How the run that saved a checkpoint was split: degrees of each kind of parallelism, ZeRO stage.
+
+    None where the files do not say (an HF folder has no layout: every degree 1, no stage).
+    """
+
+    dp: int | None = None  # data-parallel ranks (ZeRO partitions)
+    tp: int = 1  # tensor-parallel ranks (slices of one layer's weights)
+    pp: int = 1  # pipeline stages (disjoint sets of layers)
+    ep: int = 1  # expert-parallel ranks
+    zero_stage: int | None = None
+
+    @property
+    def world(self) -> int | None:
+        """Ranks that wrote the checkpoint."""
+        return None if self.dp is None else self.dp * self.tp * self.pp
+
+    def describe(self) -> str:
+        """'DP 2' for data parallelism alone, 'DP 2 × TP 2 × PP 2' (degrees above 1 after DP); '' when unknown."""
+        if self.dp is None:
+            return ""
+        extra = [f"{name} {n}" for name, n in (("TP", self.tp), ("PP", self.pp), ("EP", self.ep)) if n > 1]
+        return " × ".join([f"DP {self.dp}", *extra])
+
+    @property
+    def sharded(self) -> bool:
+        """Some tensor lives in more than one piece (ZeRO partitions, TP slices, PP stages)."""
+        return (self.dp or 1) > 1 and (self.zero_stage or 0) > 0 or self.tp > 1 or self.pp > 1 or self.ep > 1
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Where one part of a tensor's values is stored: the unit a value source assembles tensors from.
+
+    Two shapes of piece exist, as in the formats: an N-d chunk of the global tensor (``offsets`` and
+    ``sizes``: TP slices, torch DCP chunks) and a run of the tensor's flattened values (``flat``: ZeRO
+    partitions, which split the flattened parameter wherever a rank's share ends). A whole tensor in one
+    file is the one-piece case with neither.
+    """
+
+    file: str  # relative to the checkpoint root
+    rank: int | None = None  # the rank that wrote it (ZeRO: DP rank; TP/PP: model-parallel rank)
+    offsets: tuple[int, ...] = ()  # N-d chunk: where it starts in the global tensor
+    sizes: tuple[int, ...] = ()  # N-d chunk: its extent along each axis
+    flat: tuple[int, int] | None = None  # (start, count) of the tensor's flattened values it holds
+    at: int = 0  # where its values start in the container: element offset in a flat buffer, byte offset in a file
+    group: int = 0  # ZeRO-1/2: the param group whose flat buffer holds it
+
+    @property
+    def numel(self) -> int | None:
+        if self.flat is not None:
+            return self.flat[1]
+        if self.sizes:
+            n = 1
+            for d in self.sizes:
+                n *= d
+            return n
+        return None
 
 
 @dataclass(frozen=True)
 class TensorEntry:
-    """One named tensor (model parameter or buffer) as stored, without its data."""
+    """One named tensor (model parameter or buffer) with its global shape and dtype, without its data."""
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # the global (logical) shape, whatever the pieces
     dtype: str  # canonical torch-style name: float32, bfloat16, float16, int64, ...
-    file: str  # path relative to the checkpoint root of the file that holds it
+    file: str  # path relative to the checkpoint root of the file that holds it (its first piece's)
     nbytes: int | None = None  # None: dtype with a size we cannot derive
     states: tuple[str, ...] = ()  # optimizer state files present (universal: fp32, exp_avg, ...)
     tied_to: str | None = None  # alias of another stored tensor (shared_params)
     frozen: bool = False  # requires_grad=False in the DeepSpeed run
     buffer: bool = False  # a module buffer (not trained), e.g. a registered mask
+    pieces: tuple[Piece, ...] = ()  # where its values live when split; () is one piece: all of it in `file`
 
     @property
     def numel(self) -> int:
@@ -51,6 +132,11 @@ class TensorEntry:
         for d in self.shape:
             n *= d
         return n
+
+    @property
+    def layout_pieces(self) -> tuple[Piece, ...]:
+        """Its pieces, the one-piece case spelled out (what `inspect` shows)."""
+        return self.pieces or (Piece(self.file),)
 
 
 @dataclass(frozen=True)
@@ -73,9 +159,7 @@ class Checkpoint:
     files: list[FileEntry] = field(default_factory=list)
     tag: str | None = None
     step: int | None = None
-    zero_stage: int | None = None
-    dp_world_size: int | None = None
-    mp_world_size: int | None = None
+    layout: ParallelLayout = field(default_factory=ParallelLayout)
     ds_version: str | None = None
     compute_dtype: str | None = None  # dtype the run trained in (fp32/bf16/fp16 for DeepSpeed)
     optimizer_states: tuple[str, ...] = ()  # e.g. exp_avg, exp_avg_sq, step
@@ -83,6 +167,19 @@ class Checkpoint:
     config: dict[str, Any] = field(default_factory=dict)  # summary of config.json / ds_config
     metadata: dict[str, Any] = field(default_factory=dict)  # format-specific extras, JSON-safe
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def zero_stage(self) -> int | None:
+        return self.layout.zero_stage
+
+    @property
+    def dp_world_size(self) -> int | None:
+        return self.layout.dp
+
+    @property
+    def mp_world_size(self) -> int | None:
+        """Model-parallel ranks (TP x PP), as DeepSpeed's mp_rank_* file names count them."""
+        return None if self.layout.dp is None else self.layout.tp * self.layout.pp
 
     @property
     def total_numel(self) -> int:

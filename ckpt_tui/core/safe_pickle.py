@@ -47,27 +47,33 @@ class PickledIntEnum(int):
     _full_name = "?"
 
 
-# Non-tensor classes found in DeepSpeed / Megatron-DeepSpeed checkpoints (see FIELD_NOTES.md).
-_RECORD_CLASSES = (
-    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
-    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
-    "deepspeed.utils.tensor_fragment.fragment_address",
-    "deepspeed.checkpoint.universal_checkpoint.SubparamShape",
-    "argparse.Namespace",
-)
-_INT_ENUM_CLASSES = ("deepspeed.runtime.zero.config.ZeroStageEnum",)
-
-
 def _stand_in(full_name: str, base: type) -> type:
     module, _, name = full_name.rpartition(".")
     cls = type(name, (base,), {"__module__": module, "__qualname__": name, "_full_name": full_name})
     return cls
 
 
-STAND_INS: dict[str, type] = {
-    **{n: _stand_in(n, PickledRecord) for n in _RECORD_CLASSES},
-    **{n: _stand_in(n, PickledIntEnum) for n in _INT_ENUM_CLASSES},
-}
+_STAND_INS: dict[str, type] | None = None
+
+
+def stand_ins() -> dict[str, type]:
+    """Class name -> inert stand-in, for every non-tensor class a registered kind's pickles need.
+
+    Each format adapter declares its own (``Adapter.pickle_records`` / ``pickle_int_enums``: DeepSpeed's
+    loss scalers, ZeRO stage enum, fragment addresses, Megatron's argparse.Namespace); the allowlist is
+    their union, built once.
+    """
+    global _STAND_INS
+    if _STAND_INS is None:
+        from ckpt_tui.core.formats.registry import adapters
+
+        found: dict[str, type] = {}
+        for adapter in adapters():
+            found.update({n: _stand_in(n, PickledRecord) for n in adapter.pickle_records if n not in found})
+            found.update({n: _stand_in(n, PickledIntEnum) for n in adapter.pickle_int_enums if n not in found})
+        _STAND_INS = found
+    return _STAND_INS
+
 
 # torch keeps the allowlist in a process-wide set; loads take this lock so threads don't race on it.
 _LOCK = threading.RLock()
@@ -97,7 +103,7 @@ def load_mapped(path: str | Path, *, mmap: bool = True) -> tuple[Any, bool]:
         raise CkptError(path, "not a torch checkpoint file (neither a zip archive nor a pickle)")
     use_mmap = mmap and is_zip  # legacy (pre-1.6) files cannot be mapped
     try:
-        with _LOCK, torch.serialization.safe_globals(list(STAND_INS.values())):
+        with _LOCK, torch.serialization.safe_globals(list(stand_ins().values())):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap), use_mmap
     except Exception as exc:  # torch raises many types here; all mean "this file is bad"
         raise _explain(path, exc) from None

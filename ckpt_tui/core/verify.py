@@ -94,14 +94,15 @@ def verify(
     with open_source(a) as sa, open_source(b) as sb:
         report = VerifyReport(sa.checkpoint, sb.checkpoint, atol, dt.canonical(compare_dtype) if compare_dtype else None)
         names_a, names_b = _names(sa), _names(sb)
-        common = [n for n in names_a if n in names_b]
+        in_a, in_b = set(names_a), set(names_b)  # membership by hash: verify stays linear in tensors
+        common = [n for n in names_a if n in in_b]
         sizes = {n: sa.entry(n).nbytes for n in common}
         control.begin(len(common), sum(sizes.values()), phase="verify")
         for name in names_a:
-            if name not in names_b:
+            if name not in in_b:
                 report.diffs.append(TensorDiff(name, sa.entry(name).shape, None, sa.entry(name).dtype))
         for name in names_b:
-            if name not in names_a:
+            if name not in in_a:
                 report.diffs.append(TensorDiff(name, None, sb.entry(name).shape, None, sb.entry(name).dtype))
         for name in common:
             control.working_on(name)
@@ -116,7 +117,9 @@ def verify(
 
 
 def _names(source: TensorSource) -> list[str]:
-    return [t.name for t in source.tensors] + [a for a in source.aliases if a not in {t.name for t in source.tensors}]
+    stored = [t.name for t in source.tensors]
+    known = set(stored)
+    return stored + [a for a in source.aliases if a not in known]
 
 
 def _compare(name: str, x: torch.Tensor, y: torch.Tensor, compare_dtype: str | None) -> TensorDiff:

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ckpt_tui.core import jsonsafe
 from ckpt_tui.core.errors import CkptError
 from ckpt_tui.demo.workspace import SETTINGS_FILE, TMP_SUFFIX, Workspace, losses_file, tb_dir
 
@@ -417,7 +418,7 @@ def verify_step(ctx: StepContext, artifact: str, source: Path, output: Path, *, 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    tmp.write_text(jsonsafe.dumps(data) + "\n")  # a report with NaN must not crash the demo
     os.replace(tmp, path)
 
 

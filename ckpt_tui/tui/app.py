@@ -75,10 +75,10 @@ class CkptApp(App[int]):
     def on_mount(self) -> None:
         if self.root.is_file():  # `ckpt-tui model.safetensors`: browse its folder, open the file
             self.push_screen(BrowserScreen(self.root.parent))
-            from ckpt_tui.core.inspect import detect
-            from ckpt_tui.core.model import Kind
+            from ckpt_tui.core.formats.registry import detect
 
-            if detect(self.root) is Kind.TENSORBOARD:
+            adapter = detect(self.root)
+            if adapter is not None and adapter.is_run:
                 self.open_losses(baseline=self.root)
             else:
                 self.open_checkpoint(self.root)

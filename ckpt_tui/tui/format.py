@@ -7,38 +7,22 @@ from pathlib import Path
 from rich.text import Text
 
 from ckpt_tui.core import dtypes as dt
+from ckpt_tui.core.formats.registry import adapter_for
 from ckpt_tui.core.model import Kind
 from ckpt_tui.core.tree import human_bytes, human_count
 
 __all__ = [
-    "KIND_SHORT",
     "display_path",
     "human_bytes",
     "human_count",
     "kind_badge",
     "kind_label",
+    "kind_short",
     "number",
     "plural",
     "relative_path",
     "short_dtype",
 ]
-
-KIND_SHORT = {
-    Kind.HF_SAFETENSORS: "safetensors",
-    Kind.HF_BIN: "torch .bin",
-    Kind.DS_ZERO: "ZeRO",
-    Kind.DS_UNIVERSAL: "universal",
-    Kind.TENSORBOARD: "tensorboard",
-}
-# Named ANSI-safe colours: readable on dark and light themes, dropped entirely under NO_COLOR.
-KIND_COLOR = {
-    Kind.HF_SAFETENSORS: "green",
-    Kind.HF_BIN: "yellow",
-    Kind.DS_ZERO: "magenta",
-    Kind.DS_UNIVERSAL: "cyan",
-    Kind.TENSORBOARD: "blue",
-}
-
 
 def display_path(path: Path | str, root: Path) -> str:
     """path as the user would type it from where they launched: relative to root, under root's name.
@@ -63,19 +47,22 @@ def relative_path(path: Path | str, root: Path) -> str:
         return str(path)
 
 
+def kind_short(kind: Kind) -> str:
+    """The badge text without a stage: 'ZeRO', 'safetensors' (for filtering)."""
+    return adapter_for(kind).short
+
+
 def kind_badge(kind: Kind, stage: int | None = None) -> Text:
-    label = KIND_SHORT[kind]
-    if kind is Kind.DS_ZERO and stage is not None:
-        label = f"ZeRO-{stage}"
-    return Text(label, style=f"bold {KIND_COLOR[kind]}")
+    """The short name in the kind's colour (named ANSI colours: readable on dark and light themes,
+    dropped entirely under NO_COLOR): 'ZeRO-3', 'safetensors'."""
+    adapter = adapter_for(kind)
+    return Text(adapter.badge(stage), style=f"bold {adapter.color}")
 
 
 def kind_label(kind: Kind, stage: int | None = None) -> Text:
     """The long name, coloured like the badge: 'DeepSpeed ZeRO-2', 'HF safetensors'."""
-    label = kind.label
-    if kind is Kind.DS_ZERO and stage is not None:
-        label = f"{label}-{stage}"
-    return Text.assemble((label, f"bold {KIND_COLOR[kind]}"))
+    adapter = adapter_for(kind)
+    return Text.assemble((adapter.long_label(stage), f"bold {adapter.color}"))
 
 
 def short_dtype(dtype: str | None) -> str:

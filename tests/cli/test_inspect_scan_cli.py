@@ -32,7 +32,7 @@ def test_inspect_json_is_the_only_stdout_and_matches_files(hf_folder):
     result = ckpt_tui("inspect", hf_folder, "--json")
     assert result.code == 0, result.err
     doc = result.json()
-    assert doc["schema"] == "ckpt-tui.checkpoint/1"
+    assert doc["schema"] == "ckpt-tui.checkpoint/2"
     assert doc["kind"] == "hf-safetensors"
     assert doc["totals"]["tensors"] == 13
     assert doc["totals"]["numel"] == 12 * 16 * 8 + 32 * 8
@@ -93,8 +93,11 @@ def test_non_checkpoint_folder(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "fork") or os.geteuid() != 0, reason="needs root to drop to nobody")
 def test_unreadable_file_as_an_unprivileged_user(hf_folder):
     """Root reads everything, so a forked child drops to 'nobody' and lists a file it may not read."""
+    import ckpt_tui.commands.inspect_cmd  # noqa: F401 - imported before the fork (see below)
     from ckpt_tui.cli import main
+    from ckpt_tui.core.formats.registry import adapters
 
+    adapters()  # the child cannot read the interpreter's files as nobody: everything it runs is loaded here
     with tempfile.TemporaryDirectory(dir="/tmp") as d:
         folder = Path(d)
         folder.chmod(0o755)

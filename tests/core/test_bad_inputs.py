@@ -186,4 +186,4 @@ def test_stand_ins_keep_fields_but_run_nothing(tmp_path):
     torch.save({"args": argparse.Namespace(lr=0.1, layers=2)}, f)
     obj = safe_pickle.load(f)
     assert obj["args"].lr == 0.1 and obj["args"].layers == 2
-    assert type(obj["args"]) is safe_pickle.STAND_INS["argparse.Namespace"]
+    assert type(obj["args"]) is safe_pickle.stand_ins()["argparse.Namespace"]

@@ -108,3 +108,26 @@ def test_tied_gpt2_lists_alias_everywhere(fixtures):
         alias = next(t for t in ckpt.tensors if t.name == "lm_head.weight")
         assert alias.tied_to == "transformer.wte.weight"
         assert ckpt.total_numel == fixtures[fid].truth.numel, fid
+
+
+@pytest.mark.parametrize("fid", ["gpt-z2-bf16", "gpt-z3-fp32"])
+def test_inspect_pieces_names_the_rank_files_of_every_value(fixtures, fid):
+    """`inspect --pieces`: each trainable tensor's fp32 values, piece by piece, in the ranks' optimizer files."""
+    fx = fixtures[fid]
+    result = ckpt_tui("inspect", fx.path, "--json", "--pieces")
+    assert result.code == 0, result.err
+    doc = result.json()
+    assert doc["schema"] == "ckpt-tui.checkpoint/2"
+    assert doc["layout"] == {"dp": fx.dp, "tp": 1, "pp": 1, "ep": 1, "zero_stage": fx.stage}
+    ranks_used = set()
+    for t in doc["tensors"]:
+        if t["tied_to"] or t["buffer"] or t["frozen"]:
+            continue
+        pieces = sorted(t["pieces"], key=lambda p: p["flat"][0])
+        assert [p["flat"][0] for p in pieces] == [sum(q["flat"][1] for q in pieces[:i]) for i in range(len(pieces))]
+        assert sum(p["flat"][1] for p in pieces) == t["numel"], t["name"]
+        assert all("optim_states" in p["file"] and f"zero_pp_rank_{p['rank']}_" in p["file"] for p in pieces)
+        ranks_used |= {p["rank"] for p in pieces}
+    assert ranks_used == set(range(fx.dp))
+    text = ckpt_tui("inspect", fx.path, "--pieces")
+    assert text.code == 0 and "pieces" in text.out and "values 0.." in text.out

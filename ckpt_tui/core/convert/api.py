@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ckpt_tui.core.convert.job import JobControl, check_destination, check_free_space, run_job
-from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.errors import OptionError
 from ckpt_tui.core.model import Checkpoint
 
 TARGETS = ("hf", "universal")
@@ -35,12 +35,19 @@ class ConvertOptions:
     def check(self) -> None:
         """Rules that hold whatever the target (the target module checks the rest)."""
         if self.workers < 1:
-            raise CkptError(None, "--workers must be at least 1")
+            raise OptionError("workers", "--workers must be at least 1")
+
+
+def default_stage(ckpt: Checkpoint) -> int:
+    """The ZeRO layout a universal output gets unless --stage says otherwise: the source's own."""
+    from ckpt_tui.core.formats.registry import adapter_for
+
+    return adapter_for(ckpt.kind).defaults.native_stage(ckpt)
 
 
 def target_module(target: str) -> ModuleType:
     if target not in TARGETS:
-        raise CkptError(None, f"unknown target '{target}' (choose from {', '.join(TARGETS)})")
+        raise OptionError("target", f"unknown target '{target}' (choose from {', '.join(TARGETS)})")
     return importlib.import_module(f"ckpt_tui.core.convert.to_{target}")
 
 

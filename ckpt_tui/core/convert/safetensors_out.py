@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from ckpt_tui.core import dtypes as dt
-from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.errors import CkptError, OptionError
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +30,7 @@ def parse_size(text: str | int) -> int:
     """'5GB' -> 5*10**9, '500MiB' -> 500*2**20, '1000' -> 1000, as transformers reads max_shard_size."""
     match = _SIZE.match(str(text))
     if not match:
-        raise CkptError(None, f"cannot read size {text!r} (examples: 5GB, 500MB, 2GiB)")
+        raise OptionError("max_shard_size", f"cannot read size {text!r} (examples: 5GB, 500MB, 2GiB)")
     number, prefix, binary = match.groups()
     power = "KMGT".index(prefix.upper()) + 1 if prefix else 0
     factor = 2 ** (10 * power) if binary else 10 ** (3 * power)

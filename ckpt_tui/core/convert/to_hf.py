@@ -15,8 +15,9 @@ from ckpt_tui.core import dtypes as dt
 from ckpt_tui.core.convert.job import JobControl
 from ckpt_tui.core.convert.prefetch import read_ahead
 from ckpt_tui.core.convert.safetensors_out import Planned, ShardedWriter
-from ckpt_tui.core.errors import CkptError
-from ckpt_tui.core.model import Checkpoint, Kind
+from ckpt_tui.core.errors import OptionError
+from ckpt_tui.core.formats.registry import adapter_for
+from ckpt_tui.core.model import Checkpoint
 from ckpt_tui.core.sources import SourceTensor, open_source
 
 FLOATS = {"float32", "float16", "bfloat16", "float64"}
@@ -29,16 +30,17 @@ def _out_dtype(t: SourceTensor, requested: str | None) -> str:
 
 def _validate(options) -> None:  # noqa: ANN001
     if options.dtype and dt.canonical(options.dtype) not in FLOATS:
-        raise CkptError(None, f"--dtype must be one of fp32, bf16, fp16 (got {options.dtype!r})")
+        raise OptionError("dtype", f"--dtype must be one of fp32, bf16, fp16 (got {options.dtype!r})")
 
 
 def estimate_bytes(ckpt: Checkpoint, options) -> int:  # noqa: ANN001
     _validate(options)
+    read_dtype = adapter_for(ckpt.kind).defaults.read_dtype
     total = 0
     for t in ckpt.tensors:
         if t.tied_to:
             continue
-        dtype = t.dtype if ckpt.kind in (Kind.HF_SAFETENSORS, Kind.HF_BIN) else "float32"
+        dtype = read_dtype(ckpt, t.dtype)
         dtype = dt.canonical(options.dtype) if options.dtype and dtype in FLOATS else dtype
         total += dt.nbytes(dtype, t.numel) or 0
     return total
@@ -54,6 +56,8 @@ def produce(ckpt: Checkpoint, tmp: Path, options, control: JobControl) -> None: 
         if source.aliases:
             metadata["tied_weights"] = json.dumps(source.aliases, sort_keys=True)
         writer = ShardedWriter(tmp, plan, options.max_shard_size, metadata)
+        for warning in source.warnings:
+            control.log(warning)
         control.begin(len(plan), writer.total_bytes)
         try:
             stream = read_ahead(source, [p.name for p in plan], options.workers, control)
@@ -75,10 +79,10 @@ def _torch_dtype(name: str):  # noqa: ANN202
 
 def _copy_configs(ckpt: Checkpoint, tmp: Path) -> None:
     """config.json next to the weights, or (HF Trainer + DeepSpeed) next to the save dir's tags."""
-    root = ckpt.path.parent if ckpt.path.is_file() else ckpt.path
+    folders = adapter_for(ckpt.kind).defaults.config_dirs(ckpt)
     for name in CONFIG_FILES:
-        for folder in (root, root.parent if ckpt.kind is Kind.DS_UNIVERSAL else None):
-            if folder is not None and (folder / name).is_file():
+        for folder in folders:
+            if (folder / name).is_file():
                 shutil.copyfile(folder / name, tmp / name)
                 break
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ckpt_tui.core.convert import universal_layout as ul
+from ckpt_tui.core.convert.api import default_stage
 from ckpt_tui.core.convert.job import JobControl, write_pointer
 from ckpt_tui.core.convert.prefetch import read_ahead
 from ckpt_tui.core.convert.universal_plans import Plan, make_plan
-from ckpt_tui.core.errors import CkptError
-from ckpt_tui.core.model import Checkpoint, Kind
+from ckpt_tui.core.errors import OptionError
+from ckpt_tui.core.model import Checkpoint
 from ckpt_tui.core.sources import open_source
 
 
@@ -47,6 +48,8 @@ def produce(ckpt: Checkpoint, tmp: Path, options, control: JobControl) -> None: 
     stage, step = _target(ckpt, options)
     with open_source(ckpt) as source:
         plan = make_plan(ckpt, source, stage, step)
+        for warning in source.warnings:
+            control.log(warning)
         try:
             _write(plan, tmp, options.workers, control)
         finally:
@@ -76,20 +79,13 @@ def after(ckpt: Checkpoint, dst: Path, options) -> None:  # noqa: ANN001
 def _target(ckpt: Checkpoint, options) -> tuple[int, int]:  # noqa: ANN001
     """(target stage, global step) from the options, defaulting to what the source says."""
     if options.dtype and options.dtype not in ("fp32", "float32"):
-        raise CkptError(None, "universal checkpoints hold fp32 master weights: --dtype applies to --to hf only")
+        raise OptionError("dtype", "universal checkpoints hold fp32 master weights: --dtype applies to --to hf only")
     if options.max_shard_size:
-        raise CkptError(None, "--max-shard-size applies to --to hf only")
-    stage = options.stage
-    if stage is None:
-        if ckpt.kind is Kind.DS_ZERO and ckpt.zero_stage in (1, 2, 3):
-            stage = ckpt.zero_stage
-        elif ckpt.kind is Kind.DS_UNIVERSAL and ckpt.metadata.get("layout") == "zero3":
-            stage = 3
-        else:
-            stage = 1
+        raise OptionError("max_shard_size", "--max-shard-size applies to --to hf only")
+    stage = options.stage if options.stage is not None else default_stage(ckpt)
     if stage not in (1, 2, 3):
-        raise CkptError(None, f"--stage must be 1, 2 or 3 (got {stage})")
+        raise OptionError("stage", f"--stage must be 1, 2 or 3 (got {stage})")
     step = options.step if options.step is not None else (ckpt.step or 0)
     if step < 0:
-        raise CkptError(None, f"--step must be 0 or more (got {step})")
+        raise OptionError("step", f"--step must be 0 or more (got {step})")
     return stage, int(step)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ckpt_tui.core.errors import CkptError
-from ckpt_tui.core.safe_pickle import STAND_INS
+from ckpt_tui.core.safe_pickle import stand_ins
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +79,7 @@ class _StandInPickler(pickle._Pickler):  # type: ignore[name-defined]
 
     def save_global(self, obj: Any, name: str | None = None) -> None:
         full = getattr(obj, "_full_name", None)
-        if isinstance(obj, type) and full is not None and STAND_INS.get(full) is obj:
+        if isinstance(obj, type) and full is not None and stand_ins().get(full) is obj:
             module, _, qualname = full.rpartition(".")
             self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode())
             self.memoize(obj)

@@ -14,8 +14,8 @@ from ckpt_tui.core.convert import universal_layout as ul
 from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.formats import deepspeed_common as dc
 from ckpt_tui.core.memory import release_mapped
-from ckpt_tui.core.model import Checkpoint, Kind
-from ckpt_tui.core.sources import TensorSource
+from ckpt_tui.core.model import Checkpoint
+from ckpt_tui.core.sources import DeepSpeedState, TensorSource
 
 if TYPE_CHECKING:
     import torch
@@ -37,14 +37,17 @@ class Item:
 
 
 def make_plan(ckpt: Checkpoint, source: TensorSource, stage: int, step: int) -> Plan:
-    """The plan for this kind of source (ZeroSource for ZeRO 1-3, UniversalSource, or weights only)."""
-    if ckpt.kind is Kind.DS_ZERO and getattr(source, "stage", None) in (1, 2, 3):
-        return _ZeroPlan(ckpt, source, stage, step)
-    if ckpt.kind is Kind.DS_UNIVERSAL and dc.model_states_files(ckpt.path) and (
-        ckpt.path / ul.ZERO / ul.OPTIMIZER_STATE
-    ).is_file():
-        return _UniversalPlan(ckpt, source, stage, step)
-    return _WeightsPlan(ckpt, source, stage, step)  # HF, ZeRO-0, a weights-only universal folder
+    """The plan for what the source carries: DeepSpeed partitions, a universal folder, or weights only.
+
+    Asked of the source (``deepspeed_state``), never of its kind: a new kind of source with no
+    DeepSpeed state (HF, DCP) is converted as weights with a fresh optimizer.
+    """
+    ds = source.deepspeed_state()
+    if ds is None:
+        return _WeightsPlan(ckpt, source, stage, step)  # HF, ZeRO-0, a weights-only universal folder
+    if ds.universal:
+        return _UniversalPlan(ckpt, source, stage, step, ds)
+    return _ZeroPlan(ckpt, source, stage, step, ds)
 
 
 # ------------------------------------------------------------------------------------------- plans
@@ -136,6 +139,7 @@ class _DeepSpeedPlan(Plan):
 
     def __init__(self, ckpt: Checkpoint, source: TensorSource, stage: int, step: int, folder: Path) -> None:
         super().__init__(ckpt, source, stage, step)
+        self.folder = folder
         self.model_files = dc.model_states_files(folder)
         if not self.model_files:
             raise CkptError(folder, "no model_states file to carry over")
@@ -194,9 +198,10 @@ class _DeepSpeedPlan(Plan):
 class _ZeroPlan(_DeepSpeedPlan):
     """ZeRO 1/2/3: fp32 masters and Adam moments gathered across ranks (sources.ZeroSource)."""
 
-    def __init__(self, ckpt: Checkpoint, source: TensorSource, stage: int, step: int) -> None:
-        super().__init__(ckpt, source, stage, step, source.tag_dir)  # type: ignore[attr-defined]
-        self.source_stage = source.stage  # type: ignore[attr-defined]
+    def __init__(self, ckpt: Checkpoint, source: TensorSource, stage: int, step: int, ds: DeepSpeedState) -> None:
+        super().__init__(ckpt, source, stage, step, ds.folder)
+        self.source_stage = ds.stage
+        self.source_optimizer = ds.optimizer
         params = [t for t in source.tensors if t.role == "param"]
         self.items = [Item(t.name, t.shape, True) for t in params]
         known = {t.name for t in params}
@@ -235,7 +240,7 @@ class _ZeroPlan(_DeepSpeedPlan):
         return out
 
     def optimizer_state(self) -> dict[str, Any]:
-        osd = self.source.optimizer_state(0)  # type: ignore[attr-defined]
+        osd = self.source_optimizer()
         if self.source_stage == 3:
             inner = osd["optimizer_state_dict"]
             groups, steps = inner["param_groups"], inner["state"]
@@ -261,14 +266,15 @@ class _ZeroPlan(_DeepSpeedPlan):
 class _UniversalPlan(_DeepSpeedPlan):
     """A universal folder rewritten for another layout or step."""
 
-    def __init__(self, ckpt: Checkpoint, source: TensorSource, stage: int, step: int) -> None:
-        super().__init__(ckpt, source, stage, step, ckpt.path)
-        self.source_stage = 3 if ckpt.metadata.get("layout") == "zero3" else 1
-        self.global_state = safe_pickle.load(ckpt.path / ul.ZERO / ul.OPTIMIZER_STATE)
+    def __init__(self, ckpt: Checkpoint, source: TensorSource, stage: int, step: int, ds: DeepSpeedState) -> None:
+        super().__init__(ckpt, source, stage, step, ds.folder)
+        self.source_stage = ds.stage
+        self.global_state = ds.optimizer()
         trainable = {n for n, _ in dc.param_shapes(self.model_files[0], self.model0)}
+        frozen = dc.frozen_shapes(self.model0)
         for t in source.tensors:
             is_param = t.name in trainable or "exp_avg" in source.states(t.name)
-            if is_param or self.layout == "zero12" or t.name in dc.frozen_shapes(self.model0):
+            if is_param or self.layout == "zero12" or t.name in frozen:
                 self.items.append(Item(t.name, t.shape, is_param))
         if self.layout == "zero12":
             self.items += [Item(a, source.entry(o).shape, False) for a, o in source.aliases.items()]
@@ -293,7 +299,7 @@ class _UniversalPlan(_DeepSpeedPlan):
 
     def write_optimizer_state(self, zero: Path) -> None:
         if self.same_layout:
-            shutil.copy2(self.ckpt.path / ul.ZERO / ul.OPTIMIZER_STATE, zero / ul.OPTIMIZER_STATE)
+            shutil.copy2(self.folder / ul.ZERO / ul.OPTIMIZER_STATE, zero / ul.OPTIMIZER_STATE)
         else:
             super().write_optimizer_state(zero)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ckpt_tui.core import dtypes as dt
 from ckpt_tui.core import safe_pickle
 from ckpt_tui.core.errors import CkptError
-from ckpt_tui.core.model import Checkpoint, FileEntry
+from ckpt_tui.core.formats.registry import ConversionDefaults
+from ckpt_tui.core.model import Checkpoint, FileEntry, ParallelLayout
 
 LATEST = "latest"
 LATEST_UNIVERSAL = "latest_universal"
@@ -20,6 +22,31 @@ MODEL_STATES = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
 OPTIM_STATES = re.compile(r"^(bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$")
 LAYER_STATES = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
 STEP_IN_TAG = re.compile(r"(?:global_step|step|iter_?)(\d+)")
+
+
+# Non-tensor classes found in DeepSpeed / Megatron-DeepSpeed checkpoints (see FIELD_NOTES.md): the
+# pickle stand-ins of both DeepSpeed kinds.
+PICKLE_RECORDS = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+    "deepspeed.checkpoint.universal_checkpoint.SubparamShape",
+    "argparse.Namespace",
+)
+PICKLE_INT_ENUMS = ("deepspeed.runtime.zero.config.ZeroStageEnum",)
+
+
+def conversion_defaults(
+    native_stage: Callable[[Checkpoint], int], config_dirs: Callable[[Checkpoint], tuple[Path, ...]]
+) -> ConversionDefaults:
+    """What DeepSpeed-written kinds share: exported as HF by default, values are the fp32 master weights."""
+    return ConversionDefaults(
+        target="hf",
+        native_stage=native_stage,
+        read_dtype=lambda _ckpt, _dtype: "float32",
+        weights_note="keep: the fp32 master weights",
+        config_dirs=config_dirs,
+    )
 
 
 def read_pointer(folder: Path, name: str) -> str | None:
@@ -101,12 +128,8 @@ def fill_run_facts(ckpt: Checkpoint, state: dict[str, Any]) -> None:
     if not isinstance(config, dict):
         config = {}
     ckpt.step = _int(state.get("global_steps"), ckpt.step)
-    ckpt.dp_world_size = _int(state.get("dp_world_size"), ckpt.dp_world_size)
-    ckpt.mp_world_size = _int(state.get("mp_world_size"), ckpt.mp_world_size)
+    ckpt.layout = layout_of(state, config, ckpt.layout)
     ckpt.ds_version = str(state["ds_version"]) if state.get("ds_version") is not None else ckpt.ds_version
-    zero = config.get("zero_optimization") or {}
-    if isinstance(zero, dict) and "stage" in zero:
-        ckpt.zero_stage = _int(zero["stage"], ckpt.zero_stage)
     if (config.get("bf16") or {}).get("enabled"):
         ckpt.compute_dtype = "bfloat16"
     elif (config.get("fp16") or {}).get("enabled"):
@@ -130,6 +153,27 @@ def fill_run_facts(ckpt: Checkpoint, state: dict[str, Any]) -> None:
     for key in ("global_samples", "skipped_steps"):
         if state.get(key) is not None:
             ckpt.metadata[key] = _int(state[key], None)
+
+
+def layout_of(state: dict[str, Any], config: dict[str, Any], known: ParallelLayout) -> ParallelLayout:
+    """DP, TP, PP degrees and ZeRO stage as a model_states file records them (what it lacks stays known's).
+
+    `checkpoint_parallel_dimensions` ({pp_degree, tp_degree}) is what DeepSpeed writes for 3D runs;
+    `mp_world_size` counts model-parallel ranks (TP) in older and plain saves.
+    """
+    dims = state.get("checkpoint_parallel_dimensions")
+    dims = dims if isinstance(dims, dict) else {}
+    tp = _positive(dims.get("tp_degree")) or _positive(state.get("mp_world_size")) or known.tp
+    pp = _positive(dims.get("pp_degree")) or known.pp
+    zero = config.get("zero_optimization") or {}
+    stage = _int(zero.get("stage"), known.zero_stage) if isinstance(zero, dict) else known.zero_stage
+    dp = _positive(state.get("dp_world_size")) or known.dp
+    return ParallelLayout(dp=dp, tp=tp, pp=pp, ep=known.ep, zero_stage=stage)
+
+
+def _positive(value: Any) -> int | None:
+    number = _int(value, None)
+    return number if number is not None and number > 0 else None
 
 
 def module_dtypes(state: dict[str, Any]) -> dict[str, str]:

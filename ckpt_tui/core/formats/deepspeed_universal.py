@@ -7,14 +7,22 @@ from that file when it has them; otherwise from fp32.pt itself (mmap'ed: only it
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckpt_tui.core import dtypes as dt
 from ckpt_tui.core import safe_pickle
 from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.formats import deepspeed_common as dc
+from ckpt_tui.core.formats.registry import Adapter
+from ckpt_tui.core.memory import release_mapped
 from ckpt_tui.core.model import Checkpoint, FileEntry, Kind, TensorEntry
+from ckpt_tui.core.scan import ScanEntry, ScanReport, tree_size
+from ckpt_tui.core.sources import DeepSpeedState, SourceTensor, TensorSource
+
+if TYPE_CHECKING:
+    import torch
 
 ZERO = "zero"
 OPTIMIZER_STATE = "optimizer_state.pt"
@@ -121,3 +129,95 @@ def _fp32_shape(path: Path) -> tuple[tuple[int, ...], str]:
     if hasattr(obj, "shape"):
         return tuple(obj.shape), "zero3"
     raise CkptError(path, f"expected a tensor or a dict with 'param', found {type(obj).__name__}")
+
+
+# ----------------------------------------------------------------------------------------- values
+class UniversalSource(TensorSource):
+    """``zero/<name>/<state>.pt``: one whole tensor per file (bare flat in the ZeRO-3 layout)."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        super().__init__(checkpoint)
+        self._states = {}
+        names = {t.name for t in checkpoint.tensors}
+        for t in checkpoint.tensors:
+            # ds_to_universal writes tied aliases their own folder: keep them readable, but as aliases
+            if t.tied_to and t.tied_to in names:
+                self.aliases[t.name] = t.tied_to
+            else:
+                self.tensors.append(SourceTensor(t.name, t.shape, "float32"))
+            self._states[t.name] = t.states
+
+    def states(self, name: str) -> tuple[str, ...]:
+        name = self.aliases.get(name, name)
+        return tuple(s for s in self._states.get(name, ()) if s != "fp32")
+
+    def _load(self, name: str, state: str) -> torch.Tensor:
+        name = self.aliases.get(name, name)  # an alias holds its owner's values (or has no folder at all)
+        path = self.checkpoint.path / "zero" / name / f"{state}.pt"
+        obj, mapped = safe_pickle.load_mapped(path)
+        value = obj.get("param") if isinstance(obj, dict) else obj
+        import torch
+
+        if not isinstance(value, torch.Tensor):
+            if state == "step" and isinstance(value, (int, float)):
+                return torch.tensor(value)
+            raise CkptError(path, f"expected a tensor or a dict with 'param', found {type(obj).__name__}")
+        out = value.clone()
+        if mapped:
+            release_mapped(value)
+        if state == "step":
+            return out
+        shape = self.entry(name).shape
+        if tuple(out.shape) != shape:
+            if out.numel() != math.prod(shape):
+                raise CkptError(path, f"holds {out.numel():,} values but '{name}' has shape {list(shape)}")
+            out = out.view(shape)
+        return out
+
+    def _read(self, name: str) -> torch.Tensor:
+        return self._load(name, "fp32")
+
+    def _read_state(self, name: str, state: str) -> torch.Tensor:
+        return self._load(name, state)
+
+    def deepspeed_state(self) -> DeepSpeedState | None:
+        folder = self.checkpoint.path
+        opt = folder / ZERO / OPTIMIZER_STATE
+        if not dc.model_states_files(folder) or not opt.is_file():
+            return None  # weights only: nothing of DeepSpeed's to carry over
+        return DeepSpeedState(native_stage(self.checkpoint), folder, True, lambda: safe_pickle.load(opt))
+
+
+# ------------------------------------------------------------------------------------ the adapter
+def native_stage(ckpt: Checkpoint) -> int:
+    """The ZeRO stage whose layout the folder has: bare flat tensors are ZeRO-3's, dicts ZeRO-1/2's."""
+    return 3 if ckpt.metadata.get("layout") == "zero3" else 1
+
+
+def scan_entry(folder: Path, _report: ScanReport) -> ScanEntry:
+    try:
+        target, tag = resolve(folder)
+    except Exception:  # noqa: BLE001 - a broken pointer is reported by inspect, not by scan
+        target, tag = folder, folder.name
+    return ScanEntry(Kind.DS_UNIVERSAL, target, tree_size(target), dc.step_from_tag(tag), tag)
+
+
+def config_dirs(ckpt: Checkpoint) -> tuple[Path, ...]:
+    """The tag folder, then its save dir (HF Trainer + DeepSpeed keep config.json beside the tags)."""
+    return (ckpt.path, ckpt.path.parent)
+
+
+ADAPTER = Adapter(
+    kind=Kind.DS_UNIVERSAL,
+    label="DeepSpeed universal",
+    short="universal",
+    color="cyan",
+    detect=detect,
+    priority=10,  # before ZeRO: a universal folder also holds a model_states file
+    read=read,
+    open_source=UniversalSource,
+    scan_entry=scan_entry,
+    defaults=dc.conversion_defaults(native_stage, config_dirs),
+    pickle_records=dc.PICKLE_RECORDS,
+    pickle_int_enums=dc.PICKLE_INT_ENUMS,
+)

@@ -6,12 +6,17 @@ parameter list from `param_shapes`; optimizer files, which hold most of the byte
 
 from __future__ import annotations
 
+import math
+import os
+from dataclasses import replace
 from pathlib import Path
 
 from ckpt_tui.core import dtypes as dt
 from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.formats import deepspeed_common as dc
-from ckpt_tui.core.model import Checkpoint, Kind, TensorEntry
+from ckpt_tui.core.formats.registry import Adapter
+from ckpt_tui.core.model import Checkpoint, Kind, Piece, TensorEntry
+from ckpt_tui.core.scan import ScanEntry, ScanReport, tree_size
 
 
 def _is_tag_dir(path: Path) -> bool:
@@ -70,7 +75,7 @@ def read(path: Path) -> Checkpoint:
     state = dc.load_model_states(main)
     dc.fill_run_facts(ckpt, state)
     ckpt.metadata["model_states_file"] = str(main.relative_to(root))
-    ckpt.zero_stage = _stage(ckpt, tag_dir)
+    ckpt.layout = replace(ckpt.layout, zero_stage=_stage(ckpt, tag_dir))
     ckpt.tensors = _tensors(ckpt, main, state, root, tag_dir)
     if root != tag_dir:
         ckpt.metadata["tags"] = [p.name for p in tag_dirs(root)]
@@ -91,26 +96,28 @@ def _tensors(ckpt: Checkpoint, main: Path, state: dict, root: Path, tag_dir: Pat
     dtypes = dc.module_dtypes(state)
     default_dtype = ckpt.compute_dtype or "float32"
     main_rel = str(main.relative_to(root))
-    if ckpt.zero_stage == 3:
-        optim = sorted(f.path for f in ckpt.files if f.role == "optim_states")
-        # ZeRO-3 keeps every parameter partitioned across the optimizer files of all ranks.
-        data_file = optim[0].replace("zero_pp_rank_0_", "zero_pp_rank_*_") if optim else main_rel
-    else:
-        data_file = main_rel
+    zero3 = _zero3_files(ckpt) if ckpt.zero_stage == 3 else None
     out: list[TensorEntry] = []
 
-    def add(name: str, shape: tuple[int, ...], file: str, **flags) -> None:
+    def add(name: str, shape: tuple[int, ...], file: str, pieces: tuple[Piece, ...] = (), **flags) -> None:
         dtype = dtypes.get(name, default_dtype)
-        numel = 1
-        for d in shape:
-            numel *= d
-        out.append(TensorEntry(name, shape, dtype, file, dt.nbytes(dtype, numel), **flags))
+        out.append(TensorEntry(name, shape, dtype, file, dt.nbytes(dtype, math.prod(shape)), pieces=pieces, **flags))
 
+    at = 0  # ZeRO-3: where the next parameter starts in every rank's flat partition
     for name, shape in dc.param_shapes(main, state):
-        add(name, shape, data_file)
-    frozen_file = main_rel if ckpt.zero_stage != 3 else data_file
+        if zero3 is None:
+            add(name, shape, main_rel)  # ZeRO-1/2: the full 16/32-bit copy is in model_states
+            continue
+        numel, files = math.prod(shape), zero3[0]
+        pieces = zero3_pieces(numel, at, files)
+        at += -(-numel // len(files)) if files else 0  # every rank holds ceil(numel / dp) of it
+        add(name, shape, pieces[0].file if pieces else main_rel, pieces)
     for name, shape in dc.frozen_shapes(state).items():
-        add(name, shape, frozen_file, frozen=True)
+        if zero3 is None:
+            add(name, shape, main_rel, frozen=True)
+            continue
+        pieces = zero3_pieces(math.prod(shape), 0, zero3[1])
+        add(name, shape, pieces[0].file if pieces else main_rel, pieces, frozen=True)
     shapes = dc.module_shapes(state)
     for name in state.get("buffer_names") or []:
         if name in shapes:
@@ -118,10 +125,55 @@ def _tensors(ckpt: Checkpoint, main: Path, state: dict, root: Path, tag_dir: Pat
     by_name = {t.name: t for t in out}
     for alias, owner in ckpt.shared_params.items():
         if alias not in by_name and owner in by_name:
-            add(alias, by_name[owner].shape, by_name[owner].file, tied_to=owner)
+            o = by_name[owner]
+            add(alias, o.shape, o.file, o.pieces, tied_to=owner)
     if not out:
         raise CkptError(main, "model_states has no 'param_shapes': cannot list the parameters")
     return out
+
+
+def _zero3_files(ckpt: Checkpoint) -> tuple[list[str], list[str]]:
+    """ZeRO-3 (mp rank 0): the optimizer file and the model_states file of each DP rank, rank order.
+
+    The fp32 partitions of trainable parameters are in the optimizer files; frozen parameters are
+    partitioned the same way into each rank's model_states (`frozen_param_fragments`).
+    """
+    def by_rank(role: str) -> list[str]:
+        files = {f.rank: f.path for f in ckpt.files if f.role == role and f.rank is not None and _mp_rank(f.path) == 0}
+        if sorted(files) != list(range(ckpt.dp_world_size or len(files))):
+            return []  # a rank's file is missing: where the pieces are is unknown (and warned about)
+        return [files[r] for r in range(len(files))]
+
+    return by_rank("optim_states"), by_rank("model_states")
+
+
+def _mp_rank(rel: str) -> int:
+    name = rel.rsplit("/", 1)[-1]
+    match = dc.OPTIM_STATES.match(name) or dc.ZERO3_MODEL_STATES.match(name)
+    if match is None:
+        return 0
+    return int(match.group(match.re.groups))
+
+
+def zero3_pieces(numel: int, at: int, files: list[str]) -> tuple[Piece, ...]:
+    """ZeRO-3 partitions one parameter on its own: ceil(numel / dp) values per rank, the last ones padded.
+
+    Rank r holds values [r * part, (r + 1) * part) of the flattened parameter at offset `at` of its flat
+    partition (`at` is the same on every rank: each holds one part of every parameter before it).
+    Frozen fragments are tensors of their own in each rank's model_states: `at` 0.
+    """
+    dp = len(files)
+    if dp == 0:
+        return ()
+    part = -(-numel // dp)
+    out = []
+    for rank, file in enumerate(files):
+        start = rank * part
+        count = min(part, numel - start)
+        if count <= 0:
+            break
+        out.append(Piece(file, rank=rank, flat=(start, count), at=at))
+    return tuple(out)
 
 
 def _check_rank_files(ckpt: Checkpoint) -> None:
@@ -148,3 +200,76 @@ def tag_dir_of(ckpt: Checkpoint) -> Path:
     if ckpt.tag and (ckpt.path / ckpt.tag).is_dir() and ckpt.path.name != ckpt.tag:
         return ckpt.path / ckpt.tag
     return ckpt.path
+
+
+# ------------------------------------------------------------------------------------ the adapter
+def scan_entry(folder: Path, _report: ScanReport) -> ScanEntry:
+    tags = tag_dirs(folder)
+    if not tags:  # the folder is itself a tag folder
+        name = folder.name
+        return ScanEntry(Kind.DS_ZERO, folder, tree_size(folder), dc.step_from_tag(name), name, stage=_named_stage(folder))
+    try:
+        newest = dc.read_pointer(folder, dc.LATEST) or tags[-1].name
+    except Exception:  # noqa: BLE001 - a broken pointer is reported by inspect, not by scan
+        newest = tags[-1].name
+    newest_dir = folder / newest if (folder / newest).is_dir() else tags[-1]
+    return ScanEntry(
+        Kind.DS_ZERO,
+        folder,
+        sum(tree_size(t) for t in tags),
+        dc.step_from_tag(newest),
+        newest,
+        detail=f"{len(tags)} tag(s): {', '.join(t.name for t in tags)}",
+        stage=_named_stage(newest_dir),
+    )
+
+
+def scan_inside(folder: Path) -> set[str] | None:
+    """A save dir may hold more than its tags (universal conversions beside them): walk the rest."""
+    tags = {t.name for t in tag_dirs(folder)}
+    return tags or None
+
+
+def _named_stage(tag_dir: Path) -> int | None:
+    """3 when the tag folder has per-rank model_states (zero_pp_rank_*_model_states.pt), a ZeRO-3 layout.
+
+    Stages 0-2 share their file names; telling them apart needs a pickle, which a scan never reads.
+    """
+    try:
+        names = os.listdir(tag_dir)
+    except OSError:
+        return None
+    return 3 if any(dc.ZERO3_MODEL_STATES.match(n) for n in names) else None
+
+
+def open_source(ckpt: Checkpoint):  # noqa: ANN201 - the source module imports torch-free, but is large
+    from ckpt_tui.core.formats.deepspeed_zero_source import ZeroSource
+
+    return ZeroSource(ckpt)
+
+
+def native_stage(ckpt: Checkpoint) -> int:
+    return ckpt.zero_stage if ckpt.zero_stage in (1, 2, 3) else 1
+
+
+def config_dirs(ckpt: Checkpoint) -> tuple[Path, ...]:
+    """The save dir (HF Trainer + DeepSpeed keep config.json beside the tags), then the tag folder."""
+    return (ckpt.path, tag_dir_of(ckpt))
+
+
+ADAPTER = Adapter(
+    kind=Kind.DS_ZERO,
+    label="DeepSpeed ZeRO",
+    short="ZeRO",
+    color="magenta",
+    detect=detect,
+    priority=20,
+    read=read,
+    open_source=open_source,
+    scan_entry=scan_entry,
+    scan_inside=scan_inside,
+    staged=True,
+    defaults=dc.conversion_defaults(native_stage, config_dirs),
+    pickle_records=dc.PICKLE_RECORDS,
+    pickle_int_enums=dc.PICKLE_INT_ENUMS,
+)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ckpt_tui.core.errors import CkptError
-from ckpt_tui.core.model import Checkpoint, FileEntry, TensorEntry
+from ckpt_tui.core.model import Checkpoint, FileEntry, Kind, TensorEntry
+from ckpt_tui.core.scan import ScanEntry, ScanReport, tree_size
+
+HF_STEP = re.compile(r"checkpoint-(\d+)$")
 
 CONFIG_KEYS = (
     "model_type",
@@ -193,3 +197,30 @@ def _entries_or_none(entries: EntriesFn, path: Path, root: Path) -> list[TensorE
         return entries(path, root)
     except CkptError:
         return []
+
+
+def scan_entry_of(kind: Kind, suffixes: tuple[str, ...] = (".safetensors", ".bin")) -> Callable[[Path, ScanReport], ScanEntry]:
+    """The scan entry of an HF folder: its size, the Trainer's step, how many weight files."""
+
+    def entry(folder: Path, _report: ScanReport) -> ScanEntry:
+        shards = sum(1 for p in folder.iterdir() if p.suffix in suffixes)
+        return ScanEntry(kind, folder, tree_size(folder), hf_step(folder), detail=f"{shards} weight file(s)")
+
+    return entry
+
+
+def hf_step(folder: Path) -> int | None:
+    """The step of an HF Trainer checkpoint folder: trainer_state.json, else the checkpoint-N name."""
+    state = folder / "trainer_state.json"
+    if state.is_file():
+        try:
+            return int(json.loads(state.read_text())["global_step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    match = HF_STEP.search(folder.name)
+    return int(match.group(1)) if match else None
+
+
+def config_dirs(ckpt: Checkpoint) -> tuple[Path, ...]:
+    """Where config.json of an HF checkpoint sits: beside its weights."""
+    return (ckpt.path.parent if ckpt.path.is_file() else ckpt.path,)

@@ -13,15 +13,22 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 from dataclasses import MISSING, fields
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ckpt_tui.core import bulk
 from ckpt_tui.core import dtypes as dt
 from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.formats import hf_common
+from ckpt_tui.core.formats.registry import Adapter, ConversionDefaults
 from ckpt_tui.core.model import Checkpoint, FileEntry, Kind, TensorEntry
+from ckpt_tui.core.sources import TensorSource, hf_listing
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 SUFFIX = ".safetensors"
@@ -271,3 +278,74 @@ def _tied_from_metadata(ckpt: Checkpoint, first_file: Path, metadata: dict[str, 
         if o is not None and alias not in by_name:
             ckpt.shared_params[alias] = owner
             ckpt.tensors.append(TensorEntry(alias, o.shape, o.dtype, o.file, o.nbytes, tied_to=owner))
+
+
+# ----------------------------------------------------------------------------------------- values
+class SafetensorsSource(TensorSource):
+    """Reads each tensor's bytes at its header offsets into a fresh buffer (readinto, no mmap).
+
+    Memory-mapping a shard would keep every page read so far in our RSS until the file is closed;
+    positioned reads keep memory at one tensor, however many shards a conversion walks through.
+    """
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        super().__init__(checkpoint)
+        hf_listing(self, checkpoint)
+        self._file = {t.name: t.file for t in checkpoint.tensors}
+        self._headers: dict[str, tuple[dict, int]] = {}
+        self._lock = threading.Lock()
+
+    def _root(self) -> Path:
+        p = self.checkpoint.path
+        return p.parent if p.is_file() else p
+
+    def _read(self, name: str) -> torch.Tensor:
+        import torch
+
+        name = self.aliases.get(name, name)
+        rel = self._file.get(name)
+        if rel is None:
+            raise CkptError(self.checkpoint.path, f"no tensor named '{name}'")
+        path = self._root() / rel
+        with self._lock:
+            if rel not in self._headers:
+                header, _meta, start = read_header(path)
+                self._headers[rel] = (header, start)
+            header, start = self._headers[rel]
+        info = header.get(name)
+        if info is None:
+            raise CkptError(path, f"tensor '{name}' is not in this file")
+        dtype = getattr(torch, dt.SAFETENSORS_DTYPES[info["dtype"]][0], None)
+        begin, end = info["data_offsets"]
+        if dtype is None:  # a dtype this torch lacks (sub-byte floats): let safetensors decide
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                return handle.get_tensor(name)
+        buf = torch.empty(end - begin, dtype=torch.uint8)
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(start + begin)
+                got = fh.readinto(memoryview(buf.numpy()))
+        except OSError as exc:
+            raise CkptError(path, f"cannot read: {exc.strerror}") from None
+        if got != end - begin:
+            raise CkptError(path, f"truncated: tensor '{name}' needs {end - begin:,} bytes, read {got:,}")
+        return buf.view(dtype).reshape(info["shape"])
+
+    def close(self) -> None:
+        self._headers.clear()
+
+
+ADAPTER = Adapter(
+    kind=Kind.HF_SAFETENSORS,
+    label="HF safetensors",
+    short="safetensors",
+    color="green",
+    detect=detect,
+    priority=30,
+    read=read,
+    open_source=SafetensorsSource,
+    scan_entry=hf_common.scan_entry_of(Kind.HF_SAFETENSORS),
+    defaults=ConversionDefaults(target="universal", config_dirs=hf_common.config_dirs),
+)

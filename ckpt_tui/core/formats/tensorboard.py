@@ -29,8 +29,6 @@ Integrity policy (the CLI and the TUI report ``EventFile.notes``):
 from __future__ import annotations
 
 import mmap
-import os
-import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,14 +38,19 @@ from typing import Any
 import numpy as np
 
 from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.formats.tensorboard_runs import (  # noqa: F401 - discovery lives with the adapter
+    EVENT_MARK,
+    _start_key,
+    find_event_files,
+    find_runs,
+    is_event_file,
+)
 from ckpt_tui.core.model import FileEntry, RunLog, ScalarTag
 
-EVENT_MARK = "tfevents"
 _VECTOR_CRC_MAX = 1024  # payloads up to this size get the vectorised checksum
 _CHUNK = 65536  # rows per vectorised step: keeps the working set in cache
 _HEADER = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
-_NAME_TIME = re.compile(r"tfevents\.(\d+)")
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -88,46 +91,6 @@ class EventFile:
         firsts = [int(p.steps.min()) for p in self.scalars.values() if len(p)]
         lasts = [int(p.steps.max()) for p in self.scalars.values() if len(p)]
         return (min(firsts), max(lasts)) if firsts else None
-
-
-# --------------------------------------------------------------------------------------- discovery
-
-
-def is_event_file(path: Path) -> bool:
-    """A TensorBoard event file is named ``events.out.tfevents.<time>.<host>...``."""
-    return EVENT_MARK in Path(path).name and Path(path).is_file()
-
-
-def find_event_files(dir: Path) -> list[Path]:
-    """Event files directly in ``dir``, oldest first (by the start time in the name, then name)."""
-    dir = Path(dir)
-    try:
-        children = list(dir.iterdir())
-    except OSError as exc:
-        raise CkptError(dir, exc.strerror or str(exc)) from None
-    return sorted((p for p in children if is_event_file(p)), key=_start_key)
-
-
-def find_runs(root: Path) -> list[Path]:
-    """Folders under ``root`` (itself included) that hold event files: TensorBoard's notion of a run.
-
-    Symlinked folders are not followed (no loops) and unreadable folders are skipped.
-    """
-    root = Path(root)
-    if is_event_file(root):
-        return [root.parent]
-    runs = []
-    for folder, _dirs, names in os.walk(root):
-        if any(EVENT_MARK in name and os.path.isfile(os.path.join(folder, name)) for name in names):
-            runs.append(Path(folder))
-    return sorted(runs)
-
-
-def _start_key(path: Path) -> tuple[int, list[Any]]:
-    """Start time from the name, then a natural sort of the name (writer counter ``.9`` before ``.10``)."""
-    m = _NAME_TIME.search(path.name)
-    natural = [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
-    return (int(m.group(1)) if m else 0, natural)
 
 
 # ----------------------------------------------------------------------------------------- reading

@@ -15,8 +15,8 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
-from ckpt_tui.core.model import Kind
 from ckpt_tui.core.scan import ScanEntry, ScanReport, scan
+from ckpt_tui.tui.screens.worker_failures import ShowsWorkerFailures
 from ckpt_tui.tui.format import display_path
 from ckpt_tui.tui.job_actions import JOB_BINDINGS, JobActions
 from ckpt_tui.tui.widgets.column_tree import ColumnHeader
@@ -31,7 +31,7 @@ DRAIN_SECONDS = 0.1  # how often the UI picks up what the scan found meanwhile
 MAX_DEPTH = 6
 
 
-class BrowserScreen(JobActions, Screen[None]):
+class BrowserScreen(ShowsWorkerFailures, JobActions, Screen[None]):
     """The home screen. Enter opens a checkpoint, or compares a TensorBoard run with another."""
 
     TITLE = "Browser"
@@ -139,12 +139,17 @@ class BrowserScreen(JobActions, Screen[None]):
         elif self.scanning and self._report is not None and self._report.folders != self._folders_shown:
             self._show_status()  # nothing found for a while: the folder count shows the walk goes on
 
+    def show_failure(self, message: str) -> None:
+        """The walk itself failed (scan() reports problems, so this is a bug): end it, say so."""
+        self.notify(message, title="Scan failed", severity="error")
+        self._scan_finished(self._scan_generation)
+
     def _scan_finished(self, generation: int) -> None:
         if generation != self._scan_generation:
             return
         self._drain()
         self.scanning = False
-        self.ckpt_app.runs = [e for e in self.entries if e.kind is Kind.TENSORBOARD]
+        self.ckpt_app.runs = [e for e in self.entries if e.is_run]
         if self._drain_timer is not None:
             self._drain_timer.stop()
             self._drain_timer = None
@@ -157,8 +162,8 @@ class BrowserScreen(JobActions, Screen[None]):
     def _add_found(self, batch: list[ScanEntry], skipped: list[str]) -> None:
         self.entries.extend(batch)
         self.skipped = skipped
-        if any(e.kind is Kind.TENSORBOARD for e in batch):  # `l` works before the scan ends
-            self.ckpt_app.runs = [e for e in self.entries if e.kind is Kind.TENSORBOARD]
+        if any(e.is_run for e in batch):  # `l` works before the scan ends
+            self.ckpt_app.runs = [e for e in self.entries if e.is_run]
         query = self.query_one("#filter", Input).value.strip()
         shown = [e for e in batch if not query or entry_matches(e, self.root, query)]
         self.query_one(ScanTree).add_entries(shown)
@@ -171,7 +176,7 @@ class BrowserScreen(JobActions, Screen[None]):
 
     def _show_status(self) -> None:
         found = len(self.entries)
-        runs = sum(1 for e in self.entries if e.kind is Kind.TENSORBOARD)
+        runs = sum(1 for e in self.entries if e.is_run)
         checkpoints = found - runs
         text = f"{checkpoints} checkpoint(s) · {runs} TensorBoard run(s) under {self.root}"
         if self.scanning:
@@ -237,7 +242,7 @@ class BrowserScreen(JobActions, Screen[None]):
             if node is not None and node.allow_expand:
                 node.toggle()
             return
-        if item.kind is Kind.TENSORBOARD:
+        if item.is_run:
             self.ckpt_app.open_losses(baseline=item.path)
         else:
             self.ckpt_app.open_checkpoint(item.path)
@@ -270,7 +275,7 @@ class BrowserScreen(JobActions, Screen[None]):
 
     def convert_source(self) -> Path | None:
         item = self._current()
-        if isinstance(item, ScanEntry) and item.kind is not Kind.TENSORBOARD:
+        if isinstance(item, ScanEntry) and not item.is_run:
             return item.path
         return None
 

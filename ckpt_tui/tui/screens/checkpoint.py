@@ -19,6 +19,7 @@ from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.inspect import open_checkpoint
 from ckpt_tui.core.model import Checkpoint
 from ckpt_tui.core.tree import ParamNode, build_tree, filter_tree, format_shape
+from ckpt_tui.tui.screens.worker_failures import ShowsWorkerFailures, internal_error_message
 from ckpt_tui.tui.format import display_path
 from ckpt_tui.tui.job_actions import JOB_BINDINGS, JobActions
 from ckpt_tui.tui.widgets.column_tree import ColumnHeader
@@ -31,7 +32,7 @@ from ckpt_tui.tui.widgets.tensor_detail import StatsState, TensorDetail
 BIG_LISTING = 20_000  # tensors: above this, the listing is kept out of the cyclic GC while shown
 
 
-class CheckpointScreen(JobActions, Screen[None]):
+class CheckpointScreen(ShowsWorkerFailures, JobActions, Screen[None]):
     """One checkpoint: what it is (header), what it holds (tree), and one tensor in detail.
 
     Opening reads metadata only, in a worker; values are read only for the tensor the user asks about.
@@ -126,6 +127,9 @@ class CheckpointScreen(JobActions, Screen[None]):
         params.focus()
         self.refresh_bindings()
 
+    def show_failure(self, message: str) -> None:
+        self._failed(message)
+
     def _failed(self, message: str) -> None:
         self.query_one("#body").loading = False
         self.query_one("#body").display = False
@@ -204,6 +208,8 @@ class CheckpointScreen(JobActions, Screen[None]):
             state = StatsState(stats=tensor_stats(load_tensor(ckpt, node.tensor)))
         except CkptError as exc:
             state = StatsState(error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug: shown in the panel, the screen stays usable
+            state = StatsState(error=internal_error_message(exc))
         self.app.call_from_thread(self._stats_done, ckpt, node, state)
 
     def _stats_done(self, ckpt: Checkpoint, node: ParamNode, state: StatsState) -> None:

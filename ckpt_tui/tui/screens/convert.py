@@ -18,21 +18,32 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
-from ckpt_tui.core.convert.api import DEFAULT_WORKERS, DTYPES, STAGES, ConvertOptions, check_request, default_output
+from ckpt_tui.core.convert.api import (
+    DEFAULT_WORKERS,
+    DTYPES,
+    STAGES,
+    ConvertOptions,
+    check_request,
+    default_output,
+    default_stage,
+)
 from ckpt_tui.core.convert.job import OutputExists
 from ckpt_tui.core.convert.safetensors_out import parse_size
-from ckpt_tui.core.errors import CkptError
-from ckpt_tui.core.model import Checkpoint, Kind
+from ckpt_tui.core.errors import CkptError, OptionError
+from ckpt_tui.core.formats.registry import adapter_for
+from ckpt_tui.core.model import Checkpoint
+from ckpt_tui.tui.screens.worker_failures import ShowsWorkerFailures
 from ckpt_tui.tui.format import display_path, human_bytes, kind_label, plural, short_dtype
 from ckpt_tui.tui.jobs import TARGET_LABELS, ConvertRequest
 
 KEEP = "keep"  # Select value: no dtype cast / the source's stage
-FIELD_OF_OPTION = {  # the field a core message about an option belongs to
-    "--dtype": "dtype",
-    "--max-shard-size": "shard",
-    "--step": "step",
-    "--stage": "stage",
-    "--workers": "workers",
+FIELD_OF_OPTION = {  # the field an OptionError's option belongs to
+    "target": "target",
+    "dtype": "dtype",
+    "max_shard_size": "shard",
+    "step": "step",
+    "stage": "stage",
+    "workers": "workers",
 }
 
 
@@ -46,7 +57,7 @@ class Problem(Exception):
         self.exists = exists
 
 
-class ConvertDialog(ModalScreen[ConvertRequest | None]):
+class ConvertDialog(ShowsWorkerFailures, ModalScreen[ConvertRequest | None]):
     """Pick a target, an output folder and options; Enter starts once they check out."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -145,13 +156,14 @@ class ConvertDialog(ModalScreen[ConvertRequest | None]):
             facts.append(f" · step {ckpt.step:,}")
         facts.append(f" · {plural(len(ckpt.tensors), 'tensor')} · {human_bytes(ckpt.total_bytes)}")
         self.query_one("#convert-source", Static).update(facts)
-        target = "universal" if ckpt.kind in (Kind.HF_SAFETENSORS, Kind.HF_BIN) else "hf"
+        defaults = adapter_for(ckpt.kind).defaults
+        target = defaults.target
         stage = self.query_one("#stage", Select)
         stage.set_options([(f"as source ({self._source_stage(ckpt)})", KEEP), *[(f"ZeRO-{s}", str(s)) for s in STAGES]])
         stage.value = KEEP
         self.query_one("#step", Input).placeholder = f"{ckpt.step or 0} (the source's)"
-        if ckpt.kind is Kind.DS_ZERO:
-            self.query_one("#dtype-note", Label).update("keep: the fp32 master weights")
+        if defaults.weights_note:
+            self.query_one("#dtype-note", Label).update(defaults.weights_note)
         self._ready = True
         self.query_one("#start", Button).disabled = False
         self.query_one("#target", Select).value = target
@@ -161,11 +173,7 @@ class ConvertDialog(ModalScreen[ConvertRequest | None]):
 
     @staticmethod
     def _source_stage(ckpt: Checkpoint) -> str:
-        if ckpt.kind is Kind.DS_ZERO and ckpt.zero_stage in STAGES:
-            return f"ZeRO-{ckpt.zero_stage}"
-        if ckpt.kind is Kind.DS_UNIVERSAL and ckpt.metadata.get("layout") == "zero3":
-            return "ZeRO-3"
-        return "ZeRO-1"
+        return f"ZeRO-{default_stage(ckpt)}"
 
     # ------------------------------------------------------------------------------------- fields
 
@@ -265,7 +273,7 @@ class ConvertDialog(ModalScreen[ConvertRequest | None]):
         except OutputExists:
             raise Problem("output", f"{display_path(output, self.root)} already exists", exists=True) from None
         except CkptError as exc:
-            field = next((f for opt, f in FIELD_OF_OPTION.items() if opt in exc.problem), "output")
+            field = FIELD_OF_OPTION.get(exc.option, "output") if isinstance(exc, OptionError) else "output"
             where = exc.path
             if where is not None and Path(where) == output.resolve():  # the core names resolved paths
                 where = display_path(output, self.root)
@@ -300,6 +308,9 @@ class ConvertDialog(ModalScreen[ConvertRequest | None]):
             message.append(" · replaces the existing folder once complete", style="yellow")
         self._show(message)
         return request
+
+    def show_failure(self, message: str) -> None:
+        self._show(Text(f"Cannot open: {message}", style="red"))
 
     def _show(self, message: Text) -> None:
         self.query_one("#convert-message", Static).update(message)

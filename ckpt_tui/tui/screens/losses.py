@@ -21,6 +21,7 @@ from textual.widgets import Footer, Header, Label, Select
 from textual.worker import get_current_worker
 
 from ckpt_tui.core.errors import CkptError
+from ckpt_tui.tui.screens.worker_failures import ShowsWorkerFailures
 from ckpt_tui.tui.format import display_path, relative_path
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def run_labels(paths: Sequence[Path], root: Path) -> list[str]:
     return labels
 
 
-class LossScreen(Screen[None]):
+class LossScreen(ShowsWorkerFailures, Screen[None]):
     """Pick two runs and a tag; reading and aligning run in workers, drawing happens on resize."""
 
     TITLE = "Losses"
@@ -260,6 +261,9 @@ class LossScreen(Screen[None]):
             self.query_one(DiffPlot).show(cmp)
             self.query_one(VerdictPanel).show(cmp, notes)
         self.refresh_bindings()
+
+    def show_failure(self, message: str) -> None:
+        self._failed(message)
 
     def _failed(self, message: str) -> None:
         from ckpt_tui.tui.widgets.loss_panel import CurvesPlot, DiffPlot, VerdictPanel

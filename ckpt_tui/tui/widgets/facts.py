@@ -111,8 +111,8 @@ def checkpoint_facts(ckpt: Checkpoint, root: Path, tags: Sequence[str] = ()) -> 
         if len(tags) > 1 and ckpt.tag in tags:
             parts[0] = f"{ckpt.tag} ({tags.index(ckpt.tag) + 1}/{len(tags)})"
         facts.append(("tag", " · ".join(parts)))
-    if ckpt.dp_world_size is not None or ckpt.ds_version:
-        world = f"DP {ckpt.dp_world_size or '?'} × MP {ckpt.mp_world_size or 1}"
+    if ckpt.layout.dp is not None or ckpt.ds_version:
+        world = ckpt.layout.describe() or "layout not recorded"
         if ckpt.ds_version:
             world += f" · DeepSpeed {ckpt.ds_version}"
         facts.append(("world", world))

@@ -11,9 +11,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets._tree import TreeNode
 
-from ckpt_tui.core.model import Kind
 from ckpt_tui.core.scan import ScanEntry
-from ckpt_tui.tui.format import KIND_SHORT, human_bytes, kind_badge
+from ckpt_tui.tui.format import human_bytes, kind_badge, kind_short
 from ckpt_tui.tui.widgets.column_tree import Column, ColumnTree
 
 
@@ -122,9 +121,9 @@ def entry_matches(entry: ScanEntry, root: Path, needle: str) -> bool:
         rel = str(entry.path.relative_to(root))
     except ValueError:
         rel = str(entry.path)
-    words = [rel, KIND_SHORT[entry.kind], entry.kind.label, entry.tag or "", entry.detail]
+    words = [rel, kind_short(entry.kind), entry.kind.label, entry.tag or "", entry.detail]
     return any(needle in w.casefold() for w in words)
 
 
 def is_run(item: BrowseItem | None) -> bool:
-    return isinstance(item, ScanEntry) and item.kind is Kind.TENSORBOARD
+    return isinstance(item, ScanEntry) and item.is_run

@@ -81,6 +81,10 @@ class TensorDetail(Static):
                 size.append(f" · {node.share * 100:.2f}% of total")
             where = Text.assemble(("file ", "dim"), t.file)
             flags = []
+            if len(t.pieces) > 1:
+                ranks = sorted({p.rank for p in t.pieces if p.rank is not None})
+                spread = f", ranks {ranks[0]}..{ranks[-1]}" if len(ranks) > 1 else ""
+                flags.append(f"{len(t.pieces)} pieces{spread}")
             if t.tied_to:
                 flags.append(f"tied to {t.tied_to}")
             if t.frozen:

@@ -1,0 +1,298 @@
+"""Values of a DeepSpeed ZeRO 1/2/3 checkpoint: fp32 master weights and Adam moments, assembled from pieces.
+
+Every trainable parameter is a list of :class:`~ckpt_tui.core.model.Piece` s, one per DP rank that holds
+part of it: a run of its flattened values (``flat``) at an offset (``at``) of that rank's flat partition.
+
+- ZeRO-1/2 keep one flat buffer per param group: params packed back to back (plus alignment padding),
+  the buffer split evenly across ranks, so a param spans the ranks its values fall on.
+- ZeRO-3 partitions every param on its own, ceil(numel/dp) values per rank (see
+  ``deepspeed_zero.zero3_pieces``); a rank's partition is cut into sub-group buffers that a piece may cross.
+
+Reading maps each rank's optimizer file once and copies piece by piece, releasing the pages it read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ckpt_tui.core import dtypes as dt
+from ckpt_tui.core import safe_pickle
+from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.formats import deepspeed_common as dc
+from ckpt_tui.core.formats.deepspeed_zero import tag_dir_of, zero3_pieces
+from ckpt_tui.core.memory import release_mapped
+from ckpt_tui.core.model import Checkpoint, Piece
+from ckpt_tui.core.sources import ADAM_STATES, DeepSpeedState, SourceTensor, TensorSource
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where a trainable param starts in the flat buffers: group (ZeRO-1/2) and offset."""
+
+    group: int
+    offset: int
+    numel: int
+
+
+class ZeroSource(TensorSource):
+    """fp32 master weights and Adam moments of a ZeRO 1/2/3 checkpoint, gathered across DP ranks."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        super().__init__(checkpoint)
+        self.tag_dir = tag_dir_of(checkpoint)
+        self.stage = checkpoint.zero_stage
+        model_files = dc.model_states_files(self.tag_dir)
+        self._models = [dc.load_model_states(p) for p in model_files]
+        self._model_of = {self._rel(p): m for p, m in zip(model_files, self._models)}
+        state0 = self._models[0]
+        self._module = state0.get("module") or {}
+        self.aliases = dict(checkpoint.shared_params)
+        self._pieces: dict[str, tuple[Piece, ...]] = {}
+        self._slots: dict[str, _Slot] = {}
+        self._optim: list[tuple[dict, bool]] = []
+        if self.stage in (None, 0):
+            self._init_module_only(state0)
+            return
+        self._load_optim_files()
+        shapes = dc.param_shapes(self.tag_dir, state0)
+        if self.stage == 3:
+            self._layout_zero3(shapes)
+        else:
+            self._layout_zero12(state0, shapes)
+        for name, shape in shapes:
+            self.tensors.append(SourceTensor(name, shape, "float32"))
+        for name, shape in dc.frozen_shapes(state0).items():
+            self.tensors.append(SourceTensor(name, shape, self._frozen_dtype(name), "frozen"))
+        for name in state0.get("buffer_names") or []:
+            value = self._module.get(name)
+            if value is not None:
+                self.tensors.append(SourceTensor(str(name), tuple(value.shape), dt.canonical(value.dtype), "buffer"))
+
+    def _rel(self, path) -> str:  # noqa: ANN001
+        return str(path.relative_to(self.checkpoint.path))
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def _init_module_only(self, state0: dict) -> None:
+        """Stage 0: the model_states 'module' holds the full weights."""
+        buffers = set(state0.get("buffer_names") or [])
+        for name, value in self._module.items():
+            if hasattr(value, "shape") and name not in self.aliases:
+                role = "buffer" if name in buffers else "param"
+                self.tensors.append(SourceTensor(str(name), tuple(value.shape), dt.canonical(value.dtype), role))
+        self.warnings.append("ZeRO stage 0: values are the model_states weights (no fp32 partitions)")
+
+    def _load_optim_files(self) -> None:
+        files = sorted(
+            (p for p in self.tag_dir.iterdir() if dc.OPTIM_STATES.match(p.name)),
+            key=lambda p: int(dc.OPTIM_STATES.match(p.name).group(2)),
+        )
+        files = [p for p in files if int(dc.OPTIM_STATES.match(p.name).group(3)) == 0]  # mp rank 0
+        if not files:
+            raise CkptError(self.tag_dir, "no *_optim_states.pt files: the fp32 weights live there")
+        for path in files:
+            obj, mapped = safe_pickle.load_mapped(path)
+            osd = obj.get("optimizer_state_dict") if isinstance(obj, dict) else None
+            if not isinstance(osd, dict):
+                raise CkptError(path, "not a DeepSpeed optimizer file (no 'optimizer_state_dict')")
+            self._optim.append((osd, mapped))
+        count = self._optim[0][0].get("partition_count")
+        dp = max(count) if isinstance(count, list) else int(count or len(files))
+        ranks = [int(dc.OPTIM_STATES.match(p.name).group(2)) for p in files]
+        if dp != len(files) or ranks != list(range(dp)):
+            missing = sorted(set(range(dp)) - set(ranks))
+            raise CkptError(
+                self.tag_dir,
+                f"needs {dp} optimizer files (one per DP rank) but found {len(files)}"
+                + (f": rank(s) {', '.join(map(str, missing))} missing" if missing else ""),
+            )
+        self.dp = dp
+        self._files = files
+
+    def _flat_groups(self, rank: int, state: str) -> list[torch.Tensor]:
+        osd = self._optim[rank][0]
+        if self.stage == 3:
+            if state == "fp32":
+                return list(osd["fp32_flat_groups"])
+            per_sub = osd["optimizer_state_dict"]["state"]
+        else:
+            if state == "fp32":
+                return list(osd["single_partition_of_fp32_groups"])
+            per_sub = osd["base_optimizer_state"]["state"]
+        return [per_sub[i][state] for i in sorted(per_sub)]
+
+    def _layout_zero12(self, state0: dict, shapes: list[tuple[str, tuple[int, ...]]]) -> None:
+        groups = state0.get("param_shapes")
+        groups = [groups] if isinstance(groups, dict) else list(groups)
+        sizes = [t.numel() for t in self._flat_groups(0, "fp32")]
+        for rank in range(1, self.dp):
+            if [t.numel() for t in self._flat_groups(rank, "fp32")] != sizes:
+                raise CkptError(self._files[rank], "its fp32 partitions differ in size from rank 0's")
+        paddings = self._optim[0][0].get("param_alignment_paddings")
+        align = 2 * self.dp
+        files = [self._rel(p) for p in self._files]
+        for g, group in enumerate(groups):
+            offset = 0
+            pads = paddings[g] if paddings is not None else None
+            size = sizes[g]
+            for i, (name, shape) in enumerate(group.items()):
+                n = math.prod(int(d) for d in shape)
+                self._slots[str(name)] = _Slot(g, offset, n)
+                pieces, pos = [], 0
+                while pos < n and size:
+                    rank, start = divmod(offset + pos, size)
+                    take = min(n - pos, size - start)
+                    if rank >= self.dp:
+                        break  # caught below: the params need more values than the partitions hold
+                    pieces.append(Piece(files[rank], rank=rank, flat=(pos, take), at=start, group=g))
+                    pos += take
+                self._pieces[str(name)] = tuple(pieces)
+                offset += n + (int(pads[i]) if pads is not None else 0)
+            have = size * self.dp
+            if math.ceil(offset / align) * align != math.ceil(have / align) * align:
+                raise CkptError(self._files[0], f"param group {g}: params need {offset:,} values, partitions hold {have:,}")
+
+    def _layout_zero3(self, shapes: list[tuple[str, tuple[int, ...]]]) -> None:
+        sizes = [t.numel() for t in self._flat_groups(0, "fp32")]
+        self._sub_starts = [0]
+        for s in sizes:
+            self._sub_starts.append(self._sub_starts[-1] + s)
+        files = [self._rel(p) for p in self._files]
+        offset = 0
+        for name, shape in shapes:
+            n = math.prod(shape)
+            self._slots[name] = _Slot(0, offset, n)
+            self._pieces[name] = zero3_pieces(n, offset, files)
+            offset += math.ceil(n / self.dp)
+        if offset != self._sub_starts[-1]:
+            raise CkptError(self._files[0], f"params need {offset:,} values per rank, partitions hold {self._sub_starts[-1]:,}")
+
+    def pieces(self, name: str) -> tuple[Piece, ...]:
+        owner = self.aliases.get(name, name)
+        return self._pieces.get(owner) or super().pieces(owner)
+
+    def deepspeed_state(self) -> DeepSpeedState | None:
+        if self.stage not in (1, 2, 3):
+            return None  # stage 0: weights in model_states only, no optimizer partitions to carry
+        return DeepSpeedState(int(self.stage), self.tag_dir, False, lambda: self._optim[0][0])
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _assemble(self, name: str, state: str) -> torch.Tensor:
+        """A trainable param's values of one state (fp32, exp_avg, ...) from its pieces, flat."""
+        import torch
+
+        slot = self._slots[name]
+        out = torch.empty(slot.numel, dtype=torch.float32)
+        for piece in self._pieces[name]:
+            start, count = piece.flat  # type: ignore[misc]
+            self._copy_piece(piece, state, out.narrow(0, start, count))
+        return out
+
+    def _copy_piece(self, piece: Piece, state: str, dest: torch.Tensor) -> None:
+        """Copy one piece out of its rank's flat buffers (ZeRO-3: crossing sub-group buffers)."""
+        rank, count = int(piece.rank or 0), dest.numel()
+        flats = self._flat_groups(rank, state)
+        if self.stage != 3:
+            src = flats[piece.group].narrow(0, piece.at, count)
+            dest.copy_(src)
+            self._release(rank, src)
+            return
+        done = 0
+        while done < count:
+            at = piece.at + done
+            sub = self._sub_of(at)
+            start = at - self._sub_starts[sub]
+            take = min(count - done, flats[sub].numel() - start)
+            src = flats[sub].narrow(0, start, take)
+            dest.narrow(0, done, take).copy_(src)
+            self._release(rank, src)
+            done += take
+
+    def _release(self, rank: int, tensor: torch.Tensor) -> None:
+        if self._optim[rank][1]:
+            release_mapped(tensor)
+
+    def _frozen_dtype(self, name: str) -> str:
+        value = (self._models[0].get("frozen_param_fragments") or {}).get(name)
+        if value is None:
+            value = self._module.get(name)
+        return dt.canonical(value.dtype) if value is not None else "float32"
+
+    def _read(self, name: str) -> torch.Tensor:
+        name = self.aliases.get(name, name)
+        entry = self.entry(name)
+        if entry.role == "param" and name in self._slots:
+            return self._assemble(name, "fp32").view(entry.shape)
+        if entry.role == "frozen":
+            return self._read_frozen(entry)
+        value = self._module.get(name)
+        if value is None:
+            raise CkptError(self.tag_dir, f"'{name}' is not in the model_states module")
+        return value.clone()
+
+    def _read_frozen(self, entry: SourceTensor) -> torch.Tensor:
+        """Frozen params: whole in model_states (ZeRO-1/2), or a fragment per rank's model_states (ZeRO-3)."""
+        import torch
+
+        if self.stage == 3:
+            out = torch.empty(entry.numel, dtype=getattr(torch, entry.dtype))
+            pieces = super().pieces(entry.name)
+            if sum(p.numel or 0 for p in pieces) != entry.numel:
+                raise CkptError(self.tag_dir, f"frozen '{entry.name}' is missing from some rank's model_states")
+            for piece in pieces:
+                start, count = piece.flat  # type: ignore[misc]
+                fragment = (self._model_of.get(piece.file, {}).get("frozen_param_fragments") or {}).get(entry.name)
+                if fragment is None or fragment.numel() < count:
+                    raise CkptError(self.tag_dir / piece.file, f"frozen '{entry.name}' has no fragment of {count:,} values")
+                out.narrow(0, start, count).copy_(fragment.reshape(-1).narrow(0, 0, count))
+            return out.view(entry.shape)
+        fragment = (self._models[0].get("frozen_param_fragments") or {}).get(entry.name)
+        value = fragment if fragment is not None else self._module.get(entry.name)
+        if value is None:
+            raise CkptError(self.tag_dir, f"frozen '{entry.name}' has no stored values")
+        return value.reshape(entry.shape).clone()
+
+    def states(self, name: str) -> tuple[str, ...]:
+        name = self.aliases.get(name, name)
+        if name not in self._slots:
+            return ()
+        return (*ADAM_STATES, "step") if self._has_adam() else ()
+
+    def _has_adam(self) -> bool:
+        try:
+            groups = self._flat_groups(0, "exp_avg")
+        except (KeyError, TypeError):
+            return False
+        return bool(groups)
+
+    def _read_state(self, name: str, state: str) -> torch.Tensor:
+        import torch
+
+        name = self.aliases.get(name, name)
+        slot = self._slots[name]
+        if state == "step":
+            osd = self._optim[0][0]
+            per_sub = osd["optimizer_state_dict"]["state"] if self.stage == 3 else osd["base_optimizer_state"]["state"]
+            group = slot.group if self.stage != 3 else self._sub_of(slot.offset)
+            step = per_sub[sorted(per_sub)[group]].get("step")
+            return torch.as_tensor(step).clone() if step is not None else torch.tensor(0)
+        return self._assemble(name, state).view(self.entry(name).shape)
+
+    def _sub_of(self, offset: int) -> int:
+        """ZeRO-3: the sub-group buffer that holds a rank-local offset (binary search)."""
+        import bisect
+
+        sub = bisect.bisect_right(self._sub_starts, offset) - 1
+        return min(max(sub, 0), len(self._sub_starts) - 2)
+
+    def close(self) -> None:
+        self._optim = []
+        self._models = []
+        self._model_of = {}
+        self._module = {}
