@@ -12,9 +12,6 @@ import json
 import math
 from typing import IO, Any
 
-NONFINITE = {"nan", "inf", "-inf"}
-
-
 def _finite(obj: Any) -> Any:
     if isinstance(obj, float):
         if math.isfinite(obj):
@@ -27,18 +24,11 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def dumps(obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+def dumps(obj: Any, *, indent: int | None = 2) -> str:
     """obj as strict JSON (never NaN/Infinity)."""
-    return json.dumps(_finite(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
 
 
 def dump(obj: Any, fh: IO[str], *, indent: int | None = 2) -> None:
     fh.write(dumps(obj, indent=indent))
     fh.write("\n")
-
-
-def loads_float(value: Any) -> float | None:
-    """The float a field holds, reading the strings dumps() writes for non-finite values back."""
-    if isinstance(value, str) and value in NONFINITE:
-        return float(value)
-    return None if value is None else float(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -63,22 +64,12 @@ class ParallelLayout:
     ep: int = 1  # expert-parallel ranks
     zero_stage: int | None = None
 
-    @property
-    def world(self) -> int | None:
-        """Ranks that wrote the checkpoint."""
-        return None if self.dp is None else self.dp * self.tp * self.pp
-
     def describe(self) -> str:
         """'DP 2' for data parallelism alone, 'DP 2 × TP 2 × PP 2' (degrees above 1 after DP); '' when unknown."""
         if self.dp is None:
             return ""
         extra = [f"{name} {n}" for name, n in (("TP", self.tp), ("PP", self.pp), ("EP", self.ep)) if n > 1]
         return " × ".join([f"DP {self.dp}", *extra])
-
-    @property
-    def sharded(self) -> bool:
-        """Some tensor lives in more than one piece (ZeRO partitions, TP slices, PP stages)."""
-        return (self.dp or 1) > 1 and (self.zero_stage or 0) > 0 or self.tp > 1 or self.pp > 1 or self.ep > 1
 
 
 @dataclass(frozen=True)
@@ -103,12 +94,7 @@ class Piece:
     def numel(self) -> int | None:
         if self.flat is not None:
             return self.flat[1]
-        if self.sizes:
-            n = 1
-            for d in self.sizes:
-                n *= d
-            return n
-        return None
+        return math.prod(self.sizes) if self.sizes else None
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def _walk(folder: Path, depth: int, max_depth: int, seen: set, report: ScanRepor
         adapter = None
     inside: set[str] = set()  # children that belong to the entry found here
     if adapter is not None:
-        entry = adapter.scan_entry(folder, report) if adapter.scan_entry else None
+        entry = adapter.scan_entry(folder, report)
         if entry is not None:
             yield entry
         walk_on = adapter.scan_inside(folder)

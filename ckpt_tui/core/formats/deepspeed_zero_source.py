@@ -249,7 +249,7 @@ class ZeroSource(TensorSource):
                 start, count = piece.flat  # type: ignore[misc]
                 fragment = (self._model_of.get(piece.file, {}).get("frozen_param_fragments") or {}).get(entry.name)
                 if fragment is None or fragment.numel() < count:
-                    raise CkptError(self.tag_dir / piece.file, f"frozen '{entry.name}' has no fragment of {count:,} values")
+                    raise CkptError(self.checkpoint.path / piece.file, f"frozen '{entry.name}' has no fragment of {count:,} values")
                 out.narrow(0, start, count).copy_(fragment.reshape(-1).narrow(0, 0, count))
             return out.view(entry.shape)
         fragment = (self._models[0].get("frozen_param_fragments") or {}).get(entry.name)

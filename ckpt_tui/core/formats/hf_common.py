@@ -199,11 +199,11 @@ def _entries_or_none(entries: EntriesFn, path: Path, root: Path) -> list[TensorE
         return []
 
 
-def scan_entry_of(kind: Kind, suffixes: tuple[str, ...] = (".safetensors", ".bin")) -> Callable[[Path, ScanReport], ScanEntry]:
-    """The scan entry of an HF folder: its size, the Trainer's step, how many weight files."""
+def scan_entry_of(kind: Kind) -> Callable[[Path, ScanReport], ScanEntry]:
+    """The scan entry of an HF folder: its size, the Trainer's step, how many weight files (either format)."""
 
     def entry(folder: Path, _report: ScanReport) -> ScanEntry:
-        shards = sum(1 for p in folder.iterdir() if p.suffix in suffixes)
+        shards = sum(1 for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
         return ScanEntry(kind, folder, tree_size(folder), hf_step(folder), detail=f"{shards} weight file(s)")
 
     return entry

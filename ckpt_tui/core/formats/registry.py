@@ -1,12 +1,11 @@
 """The registry of format adapters: one per checkpoint kind, found by looking, asked by everyone else.
 
-Each module under ``ckpt_tui/core/formats/`` that defines ``ADAPTER = Adapter(...)`` (at the start of a
-line) is a kind. ``scan``,
+Each module under ``ckpt_tui/core/formats/`` with a line ``ADAPTER = Adapter(...)`` is a kind. ``scan``,
 ``inspect``, the converters, ``verify`` and the app ask this registry (``detect``, ``adapter_for``) and the
 adapter's own functions; none of them branches on which kind it holds. Adding a kind is adding a module
 with its ``ADAPTER`` (and its tests): nothing else in the package changes.
 
-Discovery imports the format modules, which must stay light (no torch at import): listing is cheap.
+Discovery imports only the adapter modules, which must stay light (no torch or numpy at import).
 """
 
 from __future__ import annotations
@@ -50,9 +49,9 @@ class Adapter:
     color: str  # ANSI colour name of its badge (readable on dark and light themes)
     detect: Callable[[Path], bool]  # cheap: names and stats, maybe a header; never a pickle
     priority: int  # detection order, lowest first (a universal folder also holds a model_states file)
+    scan_entry: Callable[[Path, ScanReport], ScanEntry | None]  # what scan and the browser show
     read: Callable[[Path], Checkpoint] | None = None  # metadata listing; None: not a checkpoint (a run)
     open_source: Callable[[Checkpoint], TensorSource] | None = None  # the values, piece by piece
-    scan_entry: Callable[[Path, ScanReport], ScanEntry | None] | None = None
     # sub-folders of a found folder that a scan should still walk (a ZeRO save dir may hold universal
     # folders beside its tags); None: the folder is one checkpoint, nothing below it is walked
     scan_inside: Callable[[Path], set[str] | None] = lambda _folder: None

@@ -101,7 +101,7 @@ class CheckpointScreen(ShowsWorkerFailures, JobActions, Screen[None]):
             tree = build_tree(ckpt.tensors)
         except CkptError as exc:
             if not worker.is_cancelled:
-                self.app.call_from_thread(self._failed, str(exc))
+                self.app.call_from_thread(self.show_failure, str(exc))
             return
         if not worker.is_cancelled:
             self.app.call_from_thread(self._loaded, ckpt, tree)
@@ -128,9 +128,6 @@ class CheckpointScreen(ShowsWorkerFailures, JobActions, Screen[None]):
         self.refresh_bindings()
 
     def show_failure(self, message: str) -> None:
-        self._failed(message)
-
-    def _failed(self, message: str) -> None:
         self.query_one("#body").loading = False
         self.query_one("#body").display = False
         self.query_one(FactsPanel).display = False

@@ -206,7 +206,7 @@ class LossScreen(ShowsWorkerFailures, Screen[None]):
             pair = LoadedPair(bases, runs, tags, losses.default_loss_tag(common), list(dict.fromkeys(notes)))
         except CkptError as exc:
             if not worker.is_cancelled:
-                self.app.call_from_thread(self._failed, str(exc))
+                self.app.call_from_thread(self.show_failure, str(exc))
             return
         if not worker.is_cancelled:
             self.app.call_from_thread(self._loaded, pair)
@@ -215,7 +215,7 @@ class LossScreen(ShowsWorkerFailures, Screen[None]):
         self.pair = pair
         tag_select = self.query_one("#tag", Select)
         if not pair.tags:
-            self._failed("the runs have no scalar tag in common")
+            self.show_failure("the runs have no scalar tag in common")
             return
         keep = self.tag if self.tag in pair.tags else None
         self.tag = keep or pair.default_tag or pair.tags[0]
@@ -237,7 +237,7 @@ class LossScreen(ShowsWorkerFailures, Screen[None]):
                 for base, res in zip(pair.baselines, pair.resumed)
             ]
         except CkptError as exc:
-            self._failed(str(exc))
+            self.show_failure(str(exc))
             return
         self.atol = cmps[0].atol
         self.comparisons = cmps
@@ -263,9 +263,6 @@ class LossScreen(ShowsWorkerFailures, Screen[None]):
         self.refresh_bindings()
 
     def show_failure(self, message: str) -> None:
-        self._failed(message)
-
-    def _failed(self, message: str) -> None:
         from ckpt_tui.tui.widgets.loss_panel import CurvesPlot, DiffPlot, VerdictPanel
 
         self.query_one("#loss-body").loading = False
