@@ -16,7 +16,7 @@ step, the HF -> universal resumed run's first step within atol, every artifact e
 JSON (``--json``, schema ``ckpt-tui.demo/1``; only JSON on stdout, progress still on stderr)::
 
     {"schema": "ckpt-tui.demo/1", "workspace": str, "passed": bool, "atol": float, "seconds": float,
-     "settings": {"steps", "dp", "resume_dp", "stage", "dtype", "device"},
+     "settings": {"steps", "dp", "resume_dp", "tp", "resume_tp", "pp", "resume_pp", "stage", "dtype", "device"},
      "baseline": {"tensorboard": str},
      "steps": [{"name", "title", "output", "status": "ran" | "skipped", "seconds"}],
      "verify": {"hf" | "universal-from-hf" | "universal-from-zero":
@@ -54,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, metavar="N", help="save and resume at step N; the baseline trains 2N (default 100)")
     p.add_argument("--dp", type=int, metavar="A", help="data-parallel size of the baseline (default 2)")
     p.add_argument("--resume-dp", type=int, metavar="B", help="data-parallel size of the resumed runs (default 1)")
+    p.add_argument("--tp", type=int, metavar="T", help="tensor-parallel size of the baseline (AutoTP, tiny Llama; default 1)")
+    p.add_argument("--resume-tp", type=int, metavar="T", help="tensor-parallel size of the resumed runs (default 1)")
+    p.add_argument("--pp", type=int, metavar="P", help="pipeline stages of the baseline (PipelineModule; needs --stage 1)")
+    p.add_argument("--resume-pp", type=int, metavar="P", help="pipeline stages of the resumed runs (default 1)")
     p.add_argument("--stage", type=int, choices=[1, 2, 3], help="ZeRO stage (default 3)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="training dtype (default fp32)")
     p.add_argument("--fresh", action="store_true", help="redo every step (removes the demo's outputs in WORKDIR)")
@@ -87,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             reporter.note("a GPU is present but the demo trainer has no GPU path yet: training on the CPU (gloo)")
     requested = {"steps": args.steps, "dp": args.dp, "resume_dp": args.resume_dp, "stage": args.stage,
-                 "dtype": args.dtype}
+                 "dtype": args.dtype, "tp": args.tp, "resume_tp": args.resume_tp, "pp": args.pp,
+                 "resume_pp": args.resume_pp}
     settings = resolve_settings(workdir, requested, fresh=args.fresh, device=device)
     reporter.note(f"demo workspace {workdir}: {settings.describe()}")
     with reporter:
@@ -282,8 +287,8 @@ def render_demo_plot(result: Any, width: int = 120, height: int = 30, *, color: 
         ticks = plots.step_ticks(int(steps[0]), int(steps[-1]))
         top.xticks(ticks, [plots.step_label(t) for t in ticks])
     s = result.settings
-    top.title(f"{first.tag}: baseline DP {s.dp} vs resumed DP {s.resume_dp} from step {s.steps} "
-              f"(ZeRO-{s.stage} {s.dtype})")
+    top.title(f"{first.tag}: baseline {s.layout(resumed=False)} vs resumed {s.layout(resumed=True)} from step "
+              f"{s.steps} (ZeRO-{s.stage} {s.dtype})")
     bottom = fig.subplot(2, 1)
     zero = runs.get("resumed-from-zero")
     if zero is not None:

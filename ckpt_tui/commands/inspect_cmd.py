@@ -68,18 +68,30 @@ def _pieces_table(ckpt: Checkpoint, pieces: Callable[[str], tuple[Piece, ...]]) 
     for t in ckpt.tensors:
         if t.tied_to:
             continue
+        name = escape(t.name) + (f"  ({escape(t.split)})" if t.split else "")
         for p in pieces(t.name):
-            table.add_row(escape(t.name), "" if p.rank is None else str(p.rank), escape(p.file), _part(t, p), f"{p.at:,}")
+            table.add_row(name, _rank(p), escape(p.file), _part(t, p), f"{p.at:,}")
+            name = ""
     return table
 
 
+def _rank(p: Piece) -> str:
+    """'1' (a DP rank), 'tp 1', 'pp 0 tp 1 dp 0': the ranks that hold a piece."""
+    if p.tp is None and p.pp is None:
+        return "" if p.rank is None else str(p.rank)
+    parts = [f"{axis} {n}" for axis, n in (("pp", p.pp), ("tp", p.tp), ("dp", p.rank)) if n is not None]
+    return " ".join(parts)
+
+
 def _part(t: TensorEntry, p: Piece) -> str:
+    """'0:32 × 0:64' (a block), 'values 0..2,047 of 4,096' (a run of the flattened tensor), or both."""
+    box = " × ".join(f"{o}:{o + n}" for o, n in zip(p.offsets or (0,) * len(p.sizes), p.sizes))
     if p.flat is not None:
         start, count = p.flat
-        return f"values {start:,}..{start + count - 1:,} of {t.numel:,}"
-    if p.sizes:
-        return " × ".join(f"{o}:{o + n}" for o, n in zip(p.offsets or (0,) * len(p.sizes), p.sizes))
-    return "whole"
+        of = p.numel_of_block if p.sizes else t.numel
+        run = f"values {start:,}..{start + count - 1:,} of {of:,}"
+        return f"{box}  {run}" if box else run
+    return box or "whole"
 
 
 def facts(ckpt: Checkpoint) -> list[tuple[str, str]]:

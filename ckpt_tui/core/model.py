@@ -79,22 +79,30 @@ class Piece:
     Two shapes of piece exist, as in the formats: an N-d chunk of the global tensor (``offsets`` and
     ``sizes``: TP slices, torch DCP chunks) and a run of the tensor's flattened values (``flat``: ZeRO
     partitions, which split the flattened parameter wherever a rank's share ends). A whole tensor in one
-    file is the one-piece case with neither.
+    file is the one-piece case with neither. A TP slice split again over ZeRO ranks has both: ``flat`` is
+    then a run of the block's own flattened values.
     """
 
     file: str  # relative to the checkpoint root
-    rank: int | None = None  # the rank that wrote it (ZeRO: DP rank; TP/PP: model-parallel rank)
+    rank: int | None = None  # the DP rank that wrote it (ZeRO partitions)
     offsets: tuple[int, ...] = ()  # N-d chunk: where it starts in the global tensor
     sizes: tuple[int, ...] = ()  # N-d chunk: its extent along each axis
     flat: tuple[int, int] | None = None  # (start, count) of the tensor's flattened values it holds
     at: int = 0  # where its values start in the container: element offset in a flat buffer, byte offset in a file
     group: int = 0  # ZeRO-1/2: the param group whose flat buffer holds it
+    tp: int | None = None  # the tensor-parallel rank whose slice it is
+    pp: int | None = None  # the pipeline stage that holds it
 
     @property
     def numel(self) -> int | None:
         if self.flat is not None:
             return self.flat[1]
         return math.prod(self.sizes) if self.sizes else None
+
+    @property
+    def numel_of_block(self) -> int:
+        """Values in its N-d block (a piece with both ``sizes`` and ``flat`` holds a run of that block)."""
+        return math.prod(self.sizes)
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,8 @@ class TensorEntry:
     frozen: bool = False  # requires_grad=False in the DeepSpeed run
     buffer: bool = False  # a module buffer (not trained), e.g. a registered mask
     pieces: tuple[Piece, ...] = ()  # where its values live when split; () is one piece: all of it in `file`
+    split: str | None = None  # how TP ranks split it: "dim 0", "replicated", "2 sub-params, dim 0", ...
+    split_rule: str | None = None  # the universal_checkpoint_info pattern that says so
 
     @property
     def numel(self) -> int:

@@ -19,14 +19,18 @@ Schema ``ckpt-tui.checkpoint/2`` (``ckpt-tui inspect PATH --json``)::
       "files": [{"path": str, "size": int, "role": str, "rank": int | null}],
       "tensors": [{"name": str, "shape": [int], "dtype": str, "numel": int, "bytes": int | null,
                    "file": str, "states": [str], "tied_to": str | null, "frozen": bool, "buffer": bool,
+                   "split": str | null, "split_rule": str | null,   # TP: "dim 0", "replicated", ...
                    "pieces": [{"file": str, "rank": int | null, "offsets": [int], "sizes": [int],
-                               "flat": [start, count] | null, "at": int, "group": int}]}]
+                               "flat": [start, count] | null, "at": int, "group": int,
+                               "tp": int | null, "pp": int | null}]}]
     }
 
 Version 2 (from version 1): ``layout`` and ``tensors[].pieces`` are new; ``shape`` is the global shape
 whatever the pieces; ``file`` is the file of a tensor's first piece (version 1 put a glob,
 ``zero_pp_rank_*_...``, there for ZeRO-3: its pieces now name each rank's file). A tensor stored whole
-has one piece with empty offsets/sizes and no ``flat``.
+has one piece with empty offsets/sizes and no ``flat``. Added in version 2 later: ``split`` /
+``split_rule`` (how TP ranks split a tensor, and the ``universal_checkpoint_info`` pattern that says so)
+and each piece's ``tp`` / ``pp`` rank.
 
 Schema ``ckpt-tui.run/1`` (``inspect`` of a TensorBoard folder)::
 
@@ -68,6 +72,8 @@ def _piece(p: Piece) -> dict[str, Any]:
         "flat": list(p.flat) if p.flat is not None else None,
         "at": p.at,
         "group": p.group,
+        "tp": p.tp,
+        "pp": p.pp,
     }
 
 
@@ -87,6 +93,8 @@ def _tensor(t: TensorEntry, pieces: Callable[[str], tuple[Piece, ...]] | None = 
         "tied_to": t.tied_to,
         "frozen": t.frozen,
         "buffer": t.buffer,
+        "split": t.split,
+        "split_rule": t.split_rule,
         "pieces": [_piece(p) for p in (pieces(t.name) if pieces else t.layout_pieces)],
     }
 

@@ -55,6 +55,9 @@ class DeepSpeedState:
     folder: Path  # the folder of its model_states file(s)
     universal: bool  # a universal folder (zero/<name>/...) rather than per-rank partitions
     optimizer: Callable[[], dict[str, Any]]  # rank 0's optimizer file dict, or zero/optimizer_state.pt
+    # what a universal zero/<name>/fp32.pt stores beside the tensor ({"cat_dim": 0}; TP rules add
+    # vocab_tensor, sub-param shapes, ...): how the universal loader re-slices it for another layout
+    hints: Callable[[str], dict[str, Any]] = lambda _name: {"cat_dim": 0}
 
 
 class TensorSource:

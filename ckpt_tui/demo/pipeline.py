@@ -67,6 +67,29 @@ class DemoSettings:
     stage: int = 3
     dtype: str = "fp32"
     device: str = "cpu"  # cpu (gloo) | cuda (NCCL)
+    tp: int = 1  # tensor-parallel size of the baseline (DeepSpeed AutoTP on the tiny Llama)
+    resume_tp: int = 1
+    pp: int = 1  # pipeline stages of the baseline (TinyGPT as a PipelineModule when either pp is > 1)
+    resume_pp: int = 1
+
+    @property
+    def model(self) -> str:
+        """AutoTP shards transformers models (the tiny Llama); the demo's own GPT otherwise."""
+        return "hf-llama" if max(self.tp, self.resume_tp) > 1 else "gpt"
+
+    @property
+    def pipeline(self) -> bool:
+        return max(self.pp, self.resume_pp) > 1
+
+    def layout(self, *, resumed: bool) -> str:
+        """'DP 2', 'DP 1 × TP 2', 'DP 2 × PP 2': one side's layout, as inspect describes it."""
+        dp, tp, pp = (self.resume_dp, self.resume_tp, self.resume_pp) if resumed else (self.dp, self.tp, self.pp)
+        return " × ".join([f"DP {dp}"] + [f"{a} {n}" for a, n in (("TP", tp), ("PP", pp)) if n > 1])
+
+    def world(self, *, resumed: bool) -> int:
+        if resumed:
+            return self.resume_dp * self.resume_tp * self.resume_pp
+        return self.dp * self.tp * self.pp
 
     @property
     def total_steps(self) -> int:
@@ -93,18 +116,28 @@ class DemoSettings:
                                       f"{', '.join(map(str, DP_SIZES))} (got {dp})")
         if self.stage not in (1, 2, 3):
             raise CkptError(None, f"--stage must be 1, 2 or 3 (got {self.stage})")
+        for flag, n in (("--tp", self.tp), ("--resume-tp", self.resume_tp), ("--pp", self.pp),
+                        ("--resume-pp", self.resume_pp)):
+            if n not in (1, 2):
+                raise CkptError(None, f"{flag} must be 1 or 2 for the demo's tiny models (got {n})")
+        if self.model != "gpt" and self.pipeline:
+            raise CkptError(None, "TP and PP together need a Megatron-style model: give the demo --tp or --pp, not both")
+        if self.pipeline and self.stage != 1:
+            raise CkptError(None, f"--pp needs --stage 1: DeepSpeed's PipelineModule allows ZeRO-1 at most (got {self.stage})")
         if self.dtype not in ATOL:
             raise CkptError(None, f"--dtype must be fp32 or bf16 (got {self.dtype})")
         if self.device not in ("cpu", "cuda"):
             raise CkptError(None, f"unknown device {self.device!r}")
 
     def describe(self) -> str:
-        return (f"tiny GPT, ZeRO-{self.stage} {self.dtype}, baseline {self.total_steps} steps at DP {self.dp} "
-                f"(save at {self.steps}), resume at DP {self.resume_dp} on {self.device}")
+        model = "tiny Llama (AutoTP)" if self.model != "gpt" else "tiny GPT" + (" (PipelineModule)" if self.pipeline else "")
+        return (f"{model}, ZeRO-{self.stage} {self.dtype}, baseline {self.total_steps} steps at "
+                f"{self.layout(resumed=False)} (save at {self.steps}), resume at {self.layout(resumed=True)} "
+                f"on {self.device}")
 
 
 # Settings recorded in demo.json; the device is left out (a workspace may be finished on another machine).
-_RECORDED = ("steps", "dp", "resume_dp", "stage", "dtype")
+_RECORDED = ("steps", "dp", "resume_dp", "stage", "dtype", "tp", "resume_tp", "pp", "resume_pp")
 
 
 def resolve_settings(root: Path, requested: dict[str, Any], *, fresh: bool = False,
@@ -113,6 +146,9 @@ def resolve_settings(root: Path, requested: dict[str, Any], *, fresh: bool = Fal
     (demo.json), over the defaults. Asking for other settings than a workspace has needs --fresh."""
     root = Path(root)
     recorded = {} if fresh else read_recorded(root)
+    if recorded:  # a workspace recorded before a setting existed was built with its default
+        defaults = DemoSettings()
+        recorded = {k: recorded.get(k, getattr(defaults, k)) for k in _RECORDED}
     wanted = {k: v for k, v in requested.items() if v is not None}
     unknown = set(wanted) - set(_RECORDED)
     if unknown:
@@ -247,9 +283,9 @@ def build_steps(ws: Workspace, settings: DemoSettings) -> list[Step]:
     s = settings
     n, total = s.steps, s.total_steps
     return [
-        Step("baseline", f"Train the baseline: {total} steps at DP {s.dp}, ZeRO-{s.stage} {s.dtype}, "
-                         f"save at step {n}",
-             ws.baseline, lambda ctx: train_run(ctx, ws.baseline, dp=s.dp, save_at=n)),
+        Step("baseline", f"Train the baseline: {total} steps at {s.layout(resumed=False)}, ZeRO-{s.stage} "
+                         f"{s.dtype}, save at step {n}",
+             ws.baseline, lambda ctx: train_run(ctx, ws.baseline, resumed=False, save_at=n)),
         Step("hf", f"Convert the step-{n} ZeRO checkpoint to HF safetensors",
              ws.hf, lambda ctx: convert_step(ctx, ws.zero_checkpoint, ws.hf, "hf")),
         Step("verify-hf", "Verify hf/ against the ZeRO checkpoint", ws.verify_report("hf"),
@@ -270,12 +306,13 @@ def build_steps(ws: Workspace, settings: DemoSettings) -> list[Step]:
              lambda ctx: verify_step(ctx, "universal-from-zero", ws.zero_checkpoint, ws.universal_from_zero,
                                      states=True),
              done=lambda: _verified(ws.verify_report("universal-from-zero"))),
-        Step("resumed-from-hf", f"Resume from universal-from-hf at DP {s.resume_dp}: steps {n + 1}..{total}",
+        Step("resumed-from-hf", f"Resume from universal-from-hf at {s.layout(resumed=True)}: steps {n + 1}..{total}",
              ws.resumed_from_hf,
-             lambda ctx: train_run(ctx, ws.resumed_from_hf, dp=s.resume_dp, load=ws.universal_from_hf_root)),
-        Step("resumed-from-zero", f"Resume from universal-from-zero at DP {s.resume_dp}: steps {n + 1}..{total}",
+             lambda ctx: train_run(ctx, ws.resumed_from_hf, resumed=True, load=ws.universal_from_hf_root)),
+        Step("resumed-from-zero", f"Resume from universal-from-zero at {s.layout(resumed=True)}: steps "
+                                  f"{n + 1}..{total}",
              ws.resumed_from_zero,
-             lambda ctx: train_run(ctx, ws.resumed_from_zero, dp=s.resume_dp, load=ws.universal_from_zero_root)),
+             lambda ctx: train_run(ctx, ws.resumed_from_zero, resumed=True, load=ws.universal_from_zero_root)),
         Step("compare", "Compare both resumed loss curves with the baseline", ws.comparison,
              compare_step, done=lambda: False),  # always re-measured: it is cheap and it is the answer
     ]
@@ -294,7 +331,7 @@ def _universal_done(tag_folder: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ training
-def train_run(ctx: StepContext, run_dir: Path, *, dp: int, save_at: int | None = None,
+def train_run(ctx: StepContext, run_dir: Path, *, resumed: bool, save_at: int | None = None,
               load: Path | None = None) -> None:
     """Train into a temp folder beside run_dir (tb/, losses.json, ckpt/ when saving), then rename it."""
     from ckpt_tui.demo.launch import run_training
@@ -304,10 +341,16 @@ def train_run(ctx: StepContext, run_dir: Path, *, dp: int, save_at: int | None =
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     args = [
-        "--model", "gpt", "--stage", str(s.stage), "--dtype", s.dtype, "--steps", str(s.total_steps),
+        "--model", s.model, "--stage", str(s.stage), "--dtype", s.dtype, "--steps", str(s.total_steps),
         "--train-batch-size", str(TRAIN_BATCH), "--eval-every", str(s.eval_every),
         "--tb-dir", str(tb_dir(tmp)), "--losses-json", str(losses_file(tmp)),
     ]
+    tp, pp = (s.resume_tp, s.resume_pp) if resumed else (s.tp, s.pp)
+    if tp > 1:
+        args += ["--tp", str(tp)]
+    if s.pipeline:
+        args += ["--pp", str(pp)]  # the same PipelineModule on this side's number of stages
+    world = s.world(resumed=resumed)
     if save_at is not None:
         args += ["--save-steps", str(save_at), "--save-dir", str(tmp / "ckpt")]
     if load is not None:
@@ -319,13 +362,13 @@ def train_run(ctx: StepContext, run_dir: Path, *, dp: int, save_at: int | None =
     log = ctx.ws.log(run_dir.name)
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_losses, args=(ctx, losses_file(tmp), expected, stop), daemon=True)
-    starting = f"starting {dp} rank{'s' if dp > 1 else ''}"
+    starting = f"starting {world} rank{'s' if world > 1 else ''}"
     if s.device == "cpu" and not _comm_op_built():
         starting += " (first run: compiling DeepSpeed's CPU comm op, about a minute)"
     ctx.report(0.0, starting)
     watcher.start()
     try:
-        run_training(dp, args, log_path=log, env=_training_env(s))
+        run_training(world, args, log_path=log, env=_training_env(s))
     finally:
         stop.set()
         watcher.join()

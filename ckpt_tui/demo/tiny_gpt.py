@@ -162,15 +162,110 @@ def build_hf_gpt2(seed: int = 1234) -> nn.Module:
     return model
 
 
-MODELS = ("gpt", "hf-gpt2")
+N_KV_HEAD = 2  # the tiny Llama's grouped-query attention: 4 query heads share 2 KV heads
+
+
+def llama_config(tied: bool = False) -> Any:
+    """The tiny LlamaConfig for AutoTP runs: 2 layers, d 64, 4 heads / 2 KV heads, vocab 256."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=D_MODEL,
+        intermediate_size=2 * D_MODEL,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        num_key_value_heads=N_KV_HEAD,
+        max_position_embeddings=SEQ_LEN,
+        tie_word_embeddings=tied,
+        attention_dropout=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+
+
+def build_hf_llama(seed: int = 1234, tied: bool = False) -> nn.Module:
+    """A transformers LlamaForCausalLM (untied, or lm_head tied to embed_tokens): what AutoTP shards."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(llama_config(tied))
+    model.config.use_cache = False
+    return model
+
+
+# ----------------------------------------------------------------------- pipeline-parallel TinyGPT
+class PipeEmbedding(nn.Module):
+    """Token embeddings as a pipeline layer; the last stage reuses it as the tied lm_head.
+
+    Only the token table is in the tied module: DeepSpeed keeps every parameter of a tied module on
+    both stages but synchronises only the tied attribute, so anything else in it would drift apart.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(VOCAB, D_MODEL)
+        nn.init.normal_(self.tok.weight, std=0.02)  # GPT-2's init: N(0, 1) rows make tied logits ~8x too large
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.tok(idx)
+
+
+class PipePositions(nn.Module):
+    """Adds learned position embeddings (a layer of its own: the tied module holds the token table only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = nn.Embedding(SEQ_LEN, D_MODEL)
+        nn.init.normal_(self.pos.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pos(torch.arange(x.shape[1], device=x.device))
+
+
+def pipe_head(embedding: PipeEmbedding, x: torch.Tensor) -> torch.Tensor:
+    """The tied lm_head: logits from the token embedding matrix."""
+    return F.linear(x, embedding.tok.weight)
+
+
+class PipeFinalNorm(nn.LayerNorm):
+    def __init__(self) -> None:
+        super().__init__(D_MODEL)
+
+
+def build_pipeline_gpt(num_stages: int, seed: int = 1234) -> nn.Module:
+    """TinyGPT as a deepspeed.pipe.PipelineModule: [embed (tied), positions, blocks, final LN, head (tied)].
+
+    Each layer is seeded from its global index (``seed_layers``), so the weights are the same whatever
+    the number of stages: a PP=2 run and a PP=1 run start from the same model.
+    """
+    from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
+
+    layers = [
+        TiedLayerSpec("embed", PipeEmbedding, tied_weight_attr=["tok.weight"]),
+        LayerSpec(PipePositions),
+        *(LayerSpec(Block) for _ in range(N_LAYER)),
+        LayerSpec(PipeFinalNorm),
+        TiedLayerSpec("embed", PipeEmbedding, forward_fn=pipe_head, tied_weight_attr=["tok.weight"]),
+    ]
+    return PipelineModule(
+        layers=layers, num_stages=num_stages, loss_fn=lm_loss, seed_layers=True, base_seed=seed,
+        partition_method="uniform",
+    )
+
+
+MODELS = ("gpt", "hf-gpt2", "hf-llama", "hf-llama-tied")
 
 
 def build_model(name: str, seed: int = 1234) -> nn.Module:
-    """`gpt` or `hf-gpt2`."""
+    """`gpt`, `hf-gpt2`, `hf-llama` or `hf-llama-tied` (pipeline GPT: :func:`build_pipeline_gpt`)."""
     if name == "gpt":
         return build_tiny_gpt(seed)
     if name == "hf-gpt2":
         return build_hf_gpt2(seed)
+    if name in ("hf-llama", "hf-llama-tied"):
+        return build_hf_llama(seed, tied=name.endswith("-tied"))
     raise ValueError(f"unknown model {name!r}")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -28,6 +29,7 @@ from ckpt_tui.demo.tiny_gpt import (
     MODELS,
     batch_for_indices,
     build_model,
+    build_pipeline_gpt,
     lm_loss,
     logits_of,
     micro_batch_indices,
@@ -47,6 +49,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", choices=MODELS, default="gpt")
     p.add_argument("--stage", type=int, choices=(0, 1, 2, 3), default=1, help="ZeRO stage")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (DeepSpeed AutoTP; hf-llama models)")
+    p.add_argument("--pp", type=int, default=0,
+                   help="pipeline stages: train TinyGPT as a deepspeed.pipe.PipelineModule (0: a plain module)")
     p.add_argument("--steps", type=int, required=True, help="train until this global step")
     p.add_argument("--save-steps", type=int, nargs="*", default=[], help="save a checkpoint at these steps")
     p.add_argument("--save-dir", type=Path, default=None)
@@ -64,6 +69,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.save_steps and args.save_dir is None:
         p.error("--save-steps needs --save-dir")
+    if args.tp > 1 and not args.model.startswith("hf-llama"):
+        p.error("--tp (AutoTP) is for the hf-llama models")
+    if args.pp and (args.model != "gpt" or args.tp > 1 or args.stage > 1):
+        p.error("--pp is for --model gpt with ZeRO stage 0 or 1 (DeepSpeed's PipelineModule allows no more)")
     return args
 
 
@@ -107,6 +116,11 @@ def ds_config(args: argparse.Namespace, micro: int, accum: int) -> dict[str, Any
         config["bf16"] = {"enabled": True}
     if args.load_universal:
         config["checkpoint"] = {"load_universal": True}
+    if args.tp > 1:
+        # AutoTP checks train_batch_size against every rank, TP ranks included, and fails: give the
+        # micro batch and accumulation only (DeepSpeed derives the global batch over DP ranks).
+        config["tensor_parallel"] = {"autotp_size": args.tp}
+        del config["train_batch_size"]
     return config
 
 
@@ -155,11 +169,14 @@ def describe_model(model: Any) -> dict[str, Any]:
 class Trainer:
     """One rank's training loop: global steps, validation, TensorBoard, checkpoints."""
 
-    def __init__(self, args: argparse.Namespace, engine: Any, rank: int, dp: int, micro: int, accum: int):
+    def __init__(self, args: argparse.Namespace, engine: Any, rank: int, dp: int, micro: int, accum: int,
+                 dp_group: Any = None):
+        # rank: this process's data-parallel rank (the samples it trains on); TP/PP ranks of one DP
+        # replica share it and train on the same samples.
         self.args, self.engine, self.rank, self.dp = args, engine, rank, dp
-        self.micro, self.accum = micro, accum
+        self.micro, self.accum, self.dp_group = micro, accum, dp_group
         self.losses: dict[int, float] = {}
-        self.writer = self._tb_writer() if rank == 0 else None
+        self.writer = self._tb_writer() if dist.get_rank() == 0 else None
 
     def _tb_writer(self) -> Any:
         if self.args.tb_dir is None:
@@ -168,23 +185,28 @@ class Trainer:
 
         return SummaryWriter(log_dir=str(self.args.tb_dir))
 
+    def micro_batch(self, step: int, micro: int) -> tuple[Any, Any]:
+        indices = micro_batch_indices(
+            step, micro, rank=self.rank, dp=self.dp, micro_batch=self.micro, global_batch=self.args.train_batch_size,
+        )
+        return self._on_device(batch_for_indices(self.args.seed, indices))
+
     def train_step(self, step: int) -> float:
         """One global step (all micro-batches); returns the mean loss over the global batch."""
         total = torch.zeros((), dtype=torch.float64, device=self.engine.device)  # NCCL reduces GPU tensors
         for micro in range(self.accum):
-            indices = micro_batch_indices(
-                step, micro, rank=self.rank, dp=self.dp, micro_batch=self.micro,
-                global_batch=self.args.train_batch_size,
-            )
-            inputs, labels = self._on_device(batch_for_indices(self.args.seed, indices))
+            inputs, labels = self.micro_batch(step, micro)
             loss = lm_loss(logits_of(self.engine, inputs), labels)
             self.engine.backward(loss)
             self.engine.step()
             total += loss.detach().double()
-        dist.all_reduce(total)
+        dist.all_reduce(total, group=self.dp_group)
+        self.check_step(step)
+        return float(total) / (self.dp * self.accum)
+
+    def check_step(self, step: int) -> None:
         if self.engine.global_steps != step:
             raise RuntimeError(f"engine is at global step {self.engine.global_steps}, expected {step}")
-        return float(total) / (self.dp * self.accum)
 
     def validate(self) -> float:
         """Loss on the fixed validation batch; every rank runs it (ZeRO-3 gathers weights collectively)."""
@@ -214,13 +236,31 @@ class Trainer:
             self.writer.add_scalar(tag, value, step)
 
     def write_losses(self) -> None:
-        if self.rank == 0 and self.args.losses_json is not None:
+        if dist.get_rank() == 0 and self.args.losses_json is not None:
             write_json(self.args.losses_json, {str(k): v for k, v in sorted(self.losses.items())})
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+
+
+class PipeTrainer(Trainer):
+    """A PipelineModule's loop: engine.train_batch runs the micro-batches through the stages.
+
+    Its loss is the mean over the micro-batches and the DP ranks, as the last stage computes it and
+    every stage receives it. No validation pass: the pipeline's activation shapes are fixed by the
+    training micro-batch.
+    """
+
+    def train_step(self, step: int) -> float:
+        batches = iter([self.micro_batch(step, micro) for micro in range(self.accum)])
+        loss = self.engine.train_batch(data_iter=batches)
+        self.check_step(step)
+        return float(loss)
+
+    def validate(self) -> float:  # pragma: no cover - run() skips it (eval_every 0 for pipelines)
+        raise NotImplementedError
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -243,6 +283,29 @@ def load(args: argparse.Namespace, engine: Any) -> str:
     return str(path)
 
 
+def pipeline_truth(model: Any) -> dict[str, Any]:
+    """describe_model of the whole PipelineModule: each stage builds only its layers, so union them.
+
+    The tied embedding is built on the first and the last stage under the same name.
+    """
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, describe_model(model))
+    truth = {"params": {}, "buffers": {}, "tied": {}, "state_dict_keys": [], "numel": 0}
+    for part in parts:
+        for key in ("params", "buffers", "tied"):
+            truth[key].update(part[key])
+        truth["state_dict_keys"] += [k for k in part["state_dict_keys"] if k not in truth["state_dict_keys"]]
+    order = {name: i for i, name in enumerate(truth["state_dict_keys"])}
+    truth["state_dict_keys"].sort(key=lambda k: (_layer_order(k), order[k]))
+    truth["numel"] = sum(math.prod(p["shape"]) for p in truth["params"].values())
+    return truth
+
+
+def _layer_order(name: str) -> int:
+    head = name.split(".", 1)[0]
+    return int(head) if head.isdigit() else -1
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.device == "cpu":
@@ -252,12 +315,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     import deepspeed  # here, not at the top: importing it logs the accelerator it picked
 
     deepspeed.init_distributed(dist_backend="gloo" if args.device == "cpu" else "nccl")
-    rank, dp = dist.get_rank(), dist.get_world_size()
+    world = dist.get_world_size()
+    model_parallel = args.tp * max(args.pp, 1)
+    if world % model_parallel:
+        raise SystemExit(f"{world} ranks do not split into TP {args.tp} x PP {max(args.pp, 1)} x DP")
+    dp = world // model_parallel
     micro, accum = batch_split(args, dp)
     seed_everything(args.seed)
-    model = build_model(args.model, args.seed)
+    model = build_pipeline_gpt(args.pp, args.seed) if args.pp else build_model(args.model, args.seed)
     freeze(model, args.freeze)
-    truth = describe_model(model)
+    truth = pipeline_truth(model) if args.pp else describe_model(model)
     engine, *_ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
@@ -265,12 +332,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     loaded = load(args, engine) if args.load else None
     start = engine.global_steps
-    trainer = Trainer(args, engine, rank, dp, micro, accum)
+    if args.pp:
+        args.eval_every = 0
+        trainer: Trainer = PipeTrainer(args, engine, engine.grid.get_data_parallel_rank(), dp, micro, accum)
+    elif args.tp > 1:
+        from deepspeed.utils import groups
+
+        trainer = Trainer(args, engine, groups.get_data_parallel_rank(), dp, micro, accum,
+                          dp_group=groups.get_data_parallel_group())
+    else:
+        trainer = Trainer(args, engine, dist.get_rank(), dp, micro, accum)
     trainer.run()
     trainer.close()
-    if rank == 0 and args.save_dir is not None:
+    if dist.get_rank() == 0 and args.save_dir is not None:
         truth.update(
-            model=args.model, stage=args.stage, dtype=args.dtype, dp=dp, seed=args.seed,
+            model=args.model, stage=args.stage, dtype=args.dtype, dp=dp, tp=args.tp, pp=max(args.pp, 1),
+            pipeline=bool(args.pp), seed=args.seed,
             train_batch_size=args.train_batch_size, micro_batch_size=micro, grad_accum=accum,
             steps=args.steps, start_step=start, save_steps=sorted(args.save_steps),
             loaded_from=loaded, load_universal=args.load_universal,

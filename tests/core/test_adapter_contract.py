@@ -23,8 +23,9 @@ from tests.fixtures.builder import ALL, Fixture
 # A few fixtures of each kind (every ZeRO stage, dtypes, frozen, tied, sharded HF) keep the suite fast.
 CONTRACT_FIXTURES = {
     Kind.DS_ZERO: ["gpt-z1-fp32", "gpt-z2-bf16", "gpt-z3-fp32", "gpt-z3-fp32-frozen", "hf-gpt2-z3-fp32",
-                   "hf-gpt2-z2-bf16-dp1"],
-    Kind.DS_UNIVERSAL: ["gpt-z1-bf16.universal", "gpt-z3-bf16.universal", "hf-gpt2-z1-fp32.universal"],
+                   "hf-gpt2-z2-bf16-dp1", "gpt-pp2-z1-fp32", "llama-tp2-dp2-z2-bf16"],
+    Kind.DS_UNIVERSAL: ["gpt-z1-bf16.universal", "gpt-z3-bf16.universal", "hf-gpt2-z1-fp32.universal",
+                        "llama-tp2-z1-fp32.universal"],
     Kind.HF_SAFETENSORS: ["hf-gpt2-safetensors-sharded", "gpt-z2-fp32-frozen.fp32"],
     Kind.HF_BIN: ["hf-gpt2-bin-sharded", "hf-gpt2-z3-fp32.fp32"],
     Kind.TENSORBOARD: ["tb-baseline", "tb-shared"],
@@ -91,20 +92,39 @@ def test_listing_matches_the_training_record(fixtures, kind, fid):
     assert not missing or any("no zero/ folder" in w for w in ckpt.warnings), missing
     if kind is Kind.DS_ZERO:
         assert ckpt.layout.dp == fx.dp and ckpt.layout.zero_stage == fx.stage
-        assert ckpt.layout.tp == 1 and ckpt.layout.pp == 1
+        assert ckpt.layout.tp == fx.tp and ckpt.layout.pp == fx.pp
+
+
+def _assert_runs_cover(name: str, runs: list, numel: int) -> None:
+    assert all(r is not None for r in runs), name
+    pos = 0
+    for start, count in sorted(runs):
+        assert start == pos and count > 0, (name, runs)
+        pos += count
+    assert pos == numel, (name, pos, numel)
 
 
 def _assert_pieces_cover(t: TensorEntry, pieces) -> None:  # noqa: ANN001
-    """Flat pieces are disjoint runs that cover the flattened tensor exactly; a whole piece covers it alone."""
+    """Flat pieces are disjoint runs that cover the flattened tensor exactly; a whole piece covers it alone.
+
+    TP pieces are blocks of the full tensor (one per TP rank, or replicas of all of it), each perhaps cut
+    again into runs by ZeRO: the distinct blocks tile the tensor, each block's runs cover it.
+    """
     if len(pieces) == 1 and pieces[0].flat is None and not pieces[0].sizes:
         return
-    runs = sorted(p.flat for p in pieces)
-    assert all(r is not None for r in runs), t.name
-    pos = 0
-    for start, count in runs:
-        assert start == pos and count > 0, (t.name, runs)
-        pos += count
-    assert pos == t.numel, (t.name, pos, t.numel)
+    if not any(p.sizes for p in pieces):
+        _assert_runs_cover(t.name, [p.flat for p in pieces], t.numel)
+        return
+    blocks: dict = {}
+    for p in pieces:
+        assert p.sizes and p.tp is not None, t.name
+        blocks.setdefault((p.tp, p.offsets, p.sizes), []).append(p.flat)
+    for (_, _, sizes), runs in blocks.items():
+        if runs != [None]:
+            _assert_runs_cover(t.name, runs, math.prod(sizes))
+    distinct = {(o, s) for _, o, s in blocks}
+    replicated = all(s == t.shape for _, s in distinct)
+    assert replicated or sum(math.prod(s) for _, s in distinct) == t.numel, (t.name, distinct)
 
 
 @pytest.mark.parametrize(("kind", "fid"), CHECKPOINT_CASES, ids=_ids(CHECKPOINT_CASES))
@@ -130,6 +150,11 @@ def _reference_values(fixtures: dict[str, Fixture], fx: Fixture) -> dict:
 
     if fx.kind in (Kind.HF_SAFETENSORS, Kind.HF_BIN):
         ref = fx
+    elif "fp32" not in (fixtures[fx.source] if fx.kind is Kind.DS_UNIVERSAL else fx).derived:
+        # TP/PP runs: zero_to_fp32 does not merge TP slices; ds_to_universal's fp32.pt files do
+        uni = fx if fx.kind is Kind.DS_UNIVERSAL else fixtures[fx.derived["universal"]]
+        folders = [f for f in (uni.path / uni.tag / "zero").iterdir() if f.is_dir()]
+        return {f.name: torch.load(f / "fp32.pt", map_location="cpu", weights_only=False)["param"] for f in folders}
     else:
         run = fixtures[fx.source] if fx.kind is Kind.DS_UNIVERSAL else fx
         ref = fixtures[run.derived["fp32"]]

@@ -55,11 +55,26 @@ def test_settings_defaults_recorded_and_conflicts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("steps", 0, "--steps"), ("dp", 3, "--dp must divide"), ("resume_dp", 16, "--resume-dp"),
-    ("stage", 0, "--stage"), ("dtype", "fp16", "--dtype"),
+    ("stage", 0, "--stage"), ("dtype", "fp16", "--dtype"), ("tp", 3, "--tp must be 1 or 2"),
+    ("resume_pp", 4, "--resume-pp"), ("pp", 2, "--pp needs --stage 1"),
 ])
 def test_bad_settings(field: str, value: object, message: str, tmp_path: Path) -> None:
     with pytest.raises(CkptError, match=message):
         resolve_settings(tmp_path, {field: value})
+
+
+def test_tp_and_pp_settings_pick_the_model_and_the_layouts(tmp_path: Path) -> None:
+    s = resolve_settings(tmp_path, {"tp": 2, "resume_tp": 1, "stage": 1})
+    assert (s.model, s.pipeline, s.world(resumed=False), s.world(resumed=True)) == ("hf-llama", False, 4, 1)
+    assert s.layout(resumed=False) == "DP 2 × TP 2" and "tiny Llama (AutoTP)" in s.describe()
+    s = resolve_settings(tmp_path, {"pp": 2, "dp": 1, "stage": 1})
+    assert (s.model, s.pipeline, s.layout(resumed=False), s.layout(resumed=True)) == ("gpt", True, "DP 1 × PP 2", "DP 1")
+    with pytest.raises(CkptError, match="not both"):
+        resolve_settings(tmp_path, {"pp": 2, "tp": 2, "stage": 1})
+    (tmp_path / "demo.json").write_text(json.dumps({"settings": {"steps": 4, "dp": 1, "resume_dp": 2,
+                                                                 "stage": 1, "dtype": "fp32"}}))
+    with pytest.raises(CkptError, match="--tp 1.*--fresh"):  # recorded before --tp existed: built at TP 1
+        resolve_settings(tmp_path, {"tp": 2})
 
 
 def test_eval_every_divides_the_resume_step() -> None:

@@ -64,7 +64,9 @@ def _write(plan: Plan, tmp: Path, workers: int, control: JobControl) -> None:
     control.log(f"universal layout for ZeRO-{'3' if plan.stage == 3 else '1/2'}, resuming after step {plan.step}")
     control.begin(len(plan.items), sum(i.nbytes for i in plan.items))
     for name, states in read_ahead(plan, [i.name for i in plan.items], workers, control):
-        written = ul.write_param_folder(zero / name, states, plan.layout, trainable=plan.item(name).trainable)
+        item = plan.item(name)
+        hints = plan.hints(name) if item.trainable else None
+        written = ul.write_param_folder(zero / name, states, plan.layout, trainable=item.trainable, hints=hints)
         control.advance(name, written)
     control.check()
     plan.write_optimizer_state(zero)

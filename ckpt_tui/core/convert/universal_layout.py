@@ -111,8 +111,16 @@ def save(obj: Any, path: Path) -> int:
     return path.stat().st_size
 
 
-def write_param_folder(folder: Path, states: dict[str, Any], layout: str, *, trainable: bool) -> int:
-    """fp32 (+ exp_avg, exp_avg_sq, step) of one parameter; returns the tensor bytes written."""
+def write_param_folder(
+    folder: Path, states: dict[str, Any], layout: str, *, trainable: bool, hints: dict[str, Any] | None = None
+) -> int:
+    """fp32 (+ exp_avg, exp_avg_sq, step) of one parameter; returns the tensor bytes written.
+
+    ZeRO-1/2 layout: a trainable parameter's files hold its restore hints beside the tensor (``cat_dim``,
+    and for TP checkpoints ``vocab_tensor``, sub-param shapes ...), as ds_to_universal writes them. ZeRO-3
+    layout: bare flat tensors, or, given hints (a TP source), the same dicts: DeepSpeed's ZeRO-3 loader
+    re-slices those for its own TP degree, as ds_to_universal writes them for AutoTP + ZeRO-3.
+    """
     import torch
 
     folder.mkdir()
@@ -123,10 +131,10 @@ def write_param_folder(folder: Path, states: dict[str, Any], layout: str, *, tra
                 save(value, folder / "step.pt")
             continue
         value = owned(value.to(torch.float32))
-        if layout == "zero3":
+        if layout == "zero3" and hints is None:
             obj: Any = value.view(-1)
         elif trainable:
-            obj = {"cat_dim": 0, "param": value}
+            obj = {**(hints if hints is not None else {"cat_dim": 0}), "param": value}
         else:
             obj = {"param": value}
         save(obj, folder / f"{state}.pt")

@@ -69,6 +69,11 @@ class Plan:
         """The files of one folder: state name -> tensor (called on read-ahead threads)."""
         raise NotImplementedError
 
+    def hints(self, name: str) -> dict[str, Any] | None:
+        """What a trainable parameter's files store beside its tensor; None: the layout's default
+        ({"cat_dim": 0} for ZeRO-1/2, a bare flat tensor for ZeRO-3)."""
+        return None
+
     def optimizer_state(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -140,11 +145,17 @@ class _DeepSpeedPlan(Plan):
     def __init__(self, ckpt: Checkpoint, source: TensorSource, stage: int, step: int, folder: Path) -> None:
         super().__init__(ckpt, source, stage, step)
         self.folder = folder
+        self.ds_hints = source.deepspeed_state().hints  # type: ignore[union-attr]
         self.model_files = dc.model_states_files(folder)
         if not self.model_files:
             raise CkptError(folder, "no model_states file to carry over")
         self.model0, self.model0_mapped = safe_pickle.load_mapped(self.model_files[0])
         self.module = self.model0.get("module") or {}
+
+    def hints(self, name: str) -> dict[str, Any] | None:
+        if self.layout == "zero3" and self.ckpt.layout.tp == 1:
+            return None  # bare flat tensors, as for any DP-only ZeRO-3 source
+        return self.ds_hints(name)
 
     @property
     def same_layout(self) -> bool:

@@ -88,6 +88,41 @@ def model_states_files(tag_dir: Path) -> list[Path]:
     return plain + zero3
 
 
+def mp_rank_of(name: str) -> int | None:
+    """The model-parallel rank M in a DeepSpeed file name (mp_rank_{M:02d}), None when it has none."""
+    for pattern in (MODEL_STATES, ZERO3_MODEL_STATES, OPTIM_STATES):
+        if m := pattern.match(name):
+            return int(m.group(pattern.groups))
+    return None
+
+
+def mp_model_states(tag_dir: Path) -> dict[int, Path]:
+    """mp rank -> the model_states file whose param_shapes list that rank's (TP-local) parameters.
+
+    ZeRO-1/2 write one ``mp_rank_{M}`` file per model-parallel rank (M = pp * TP + tp); ZeRO-3 writes
+    one per (DP, TP) rank: DP rank 0's stands for its TP rank.
+    """
+    out: dict[int, Path] = {}
+    for path in model_states_files(tag_dir):
+        m = MODEL_STATES.match(path.name)
+        z = ZERO3_MODEL_STATES.match(path.name)
+        if m:
+            out.setdefault(int(m.group(1)), path)
+        elif z and int(z.group(1)) == 0:
+            out.setdefault(int(z.group(2)), path)
+    return dict(sorted(out.items()))
+
+
+def optim_files(tag_dir: Path, mp: int) -> list[tuple[int, Path]]:
+    """(DP rank, file) of one model-parallel rank's optimizer partitions, DP order."""
+    found = []
+    for path in tag_dir.iterdir():
+        m = OPTIM_STATES.match(path.name)
+        if m and int(m.group(3)) == mp:
+            found.append((int(m.group(2)), path))
+    return sorted(found)
+
+
 def _rank_key(path: Path) -> tuple[int, int]:
     m = ZERO3_MODEL_STATES.match(path.name)
     return (int(m.group(2)), int(m.group(1))) if m else (0, 0)

@@ -65,8 +65,9 @@ def read(path: Path) -> Checkpoint:
     if states_files:
         state = dc.load_model_states(states_files[0])
         dc.fill_run_facts(ckpt, state)
-        shapes = dict(dc.param_shapes(states_files[0], state))
-        shapes.update(dc.frozen_shapes(state))
+        if ckpt.layout.tp == 1:  # a TP run's model_states list TP-local shapes: fp32.pt has the full ones
+            shapes = dict(dc.param_shapes(states_files[0], state))
+            shapes.update(dc.frozen_shapes(state))
         ckpt.metadata["model_states_file"] = states_files[0].name
     else:
         ckpt.warnings.append("no model_states file: DeepSpeed cannot resume from this folder as it is")
@@ -138,6 +139,7 @@ class UniversalSource(TensorSource):
     def __init__(self, checkpoint: Checkpoint) -> None:
         super().__init__(checkpoint)
         self._states = {}
+        self._hints: dict[str, dict[str, Any]] = {}
         names = {t.name for t in checkpoint.tensors}
         for t in checkpoint.tensors:
             # ds_to_universal writes tied aliases their own folder: keep them readable, but as aliases
@@ -156,6 +158,8 @@ class UniversalSource(TensorSource):
         path = self.checkpoint.path / "zero" / name / f"{state}.pt"
         obj, mapped = safe_pickle.load_mapped(path)
         value = obj.get("param") if isinstance(obj, dict) else obj
+        if state == "fp32":
+            self._hints[name] = {k: v for k, v in obj.items() if k != "param"} if isinstance(obj, dict) else {"cat_dim": 0}
         import torch
 
         if not isinstance(value, torch.Tensor):
@@ -185,7 +189,14 @@ class UniversalSource(TensorSource):
         opt = folder / ZERO / OPTIMIZER_STATE
         if not dc.model_states_files(folder) or not opt.is_file():
             return None  # weights only: nothing of DeepSpeed's to carry over
-        return DeepSpeedState(native_stage(self.checkpoint), folder, True, lambda: safe_pickle.load(opt))
+        return DeepSpeedState(native_stage(self.checkpoint), folder, True, lambda: safe_pickle.load(opt), self.hints)
+
+    def hints(self, name: str) -> dict[str, Any]:
+        """The restore hints fp32.pt keeps beside the tensor (cat_dim, vocab_tensor, ...), as stored."""
+        name = self.aliases.get(name, name)
+        if name not in self._hints:
+            self._load(name, "fp32")
+        return self._hints.get(name) or {"cat_dim": 0}
 
 
 # ------------------------------------------------------------------------------------ the adapter

@@ -14,6 +14,7 @@ from pathlib import Path
 from ckpt_tui.core import dtypes as dt
 from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.formats import deepspeed_common as dc
+from ckpt_tui.core.formats import deepspeed_mp as mp
 from ckpt_tui.core.formats.registry import Adapter
 from ckpt_tui.core.model import Checkpoint, Kind, Piece, TensorEntry
 from ckpt_tui.core.scan import ScanEntry, ScanReport, tree_size
@@ -76,7 +77,15 @@ def read(path: Path) -> Checkpoint:
     dc.fill_run_facts(ckpt, state)
     ckpt.metadata["model_states_file"] = str(main.relative_to(root))
     ckpt.layout = replace(ckpt.layout, zero_stage=_stage(ckpt, tag_dir))
-    ckpt.tensors = _tensors(ckpt, main, state, root, tag_dir)
+    tp, pp = mp.degrees(state, len(dc.mp_model_states(tag_dir)))
+    ckpt.layout = replace(ckpt.layout, tp=tp, pp=pp)
+    if tp * pp > 1:
+        ckpt.tensors = _grid_tensors(ckpt, state, root, tag_dir)
+    else:
+        ckpt.tensors = _tensors(ckpt, main, state, root, tag_dir)
+        note = mp.pipeline_names_note([t.name for t in ckpt.tensors])  # a PipelineModule on one stage
+        if note:
+            ckpt.warnings.append(note)
     if root != tag_dir:
         ckpt.metadata["tags"] = [p.name for p in tag_dirs(root)]
     ckpt.metadata["has_zero_to_fp32_script"] = (root / "zero_to_fp32.py").is_file()
@@ -132,6 +141,35 @@ def _tensors(ckpt: Checkpoint, main: Path, state: dict, root: Path, tag_dir: Pat
     return out
 
 
+def _grid_tensors(ckpt: Checkpoint, state0: dict, root: Path, tag_dir: Path) -> list[TensorEntry]:
+    """A TP x PP checkpoint: every parameter with its FULL shape, its pieces the TP ranks' blocks."""
+    states, files = mp.load_states(tag_dir)
+    grid = mp.build(states, files, ckpt.layout.tp, ckpt.layout.pp)
+    rel = {m: str(path.relative_to(root)) for m, path in files.items()}
+    dtypes: dict[str, str] = {}
+    for m in sorted(states, reverse=True):
+        dtypes.update(dc.module_dtypes(states[m]))
+    default_dtype = ckpt.compute_dtype or "float32"
+    out = []
+    for param in grid.params.values():
+        dtype = dtypes.get(param.name, default_dtype)
+        pieces = grid.pieces(param.name, rel)
+        out.append(TensorEntry(
+            param.name, param.shape, dtype, pieces[0].file if pieces else rel[0],
+            dt.nbytes(dtype, param.numel), frozen=param.frozen, pieces=pieces,
+            split=param.split.describe(), split_rule=param.split.pattern,
+        ))
+    shapes = dc.module_shapes(state0)
+    for name in state0.get("buffer_names") or []:
+        if name in shapes and name not in grid.params:
+            dtype = dtypes.get(str(name), default_dtype)
+            out.append(TensorEntry(str(name), shapes[str(name)], dtype, rel[0], dt.nbytes(dtype, math.prod(shapes[str(name)])), buffer=True))
+    ckpt.warnings.extend(grid.warnings)
+    if not out:
+        raise CkptError(files[0], "model_states has no 'param_shapes': cannot list the parameters")
+    return out
+
+
 def _zero3_files(ckpt: Checkpoint) -> tuple[list[str], list[str]]:
     """ZeRO-3 (mp rank 0): the optimizer file and the model_states file of each DP rank, rank order.
 
@@ -180,19 +218,14 @@ def _check_rank_files(ckpt: Checkpoint) -> None:
     dp = ckpt.dp_world_size
     optim = [f for f in ckpt.files if f.role == "optim_states"]
     ckpt.metadata["optim_states_files"] = len(optim)
-    if ckpt.mp_world_size and ckpt.mp_world_size > 1:
-        ckpt.warnings.append(
-            f"tensor-parallel checkpoint (mp_world_size {ckpt.mp_world_size}): shapes are those of mp rank 0's slices"
-        )
     if not dp or ckpt.zero_stage in (None, 0):
         return
-    ranks = {f.rank for f in optim}
-    missing = sorted(set(range(dp)) - ranks)
+    ranks = {(f.rank, _mp_rank(f.path)) for f in optim}
+    mp_ranks = ckpt.layout.tp * ckpt.layout.pp
+    missing = sorted((m, d) for m in range(mp_ranks) for d in range(dp) if (d, m) not in ranks)
     if missing:
-        ckpt.warnings.append(
-            f"optimizer files missing for DP rank(s) {', '.join(map(str, missing))} of {dp}: "
-            "conversion of this checkpoint will fail"
-        )
+        where = ", ".join(f"DP {d}" + (f" of mp rank {m}" if mp_ranks > 1 else "") for m, d in missing)
+        ckpt.warnings.append(f"optimizer files missing for {where} (DP {dp}): conversion of this checkpoint will fail")
 
 
 def tag_dir_of(ckpt: Checkpoint) -> Path:

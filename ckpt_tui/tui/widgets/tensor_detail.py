@@ -82,9 +82,13 @@ class TensorDetail(Static):
             where = Text.assemble(("file ", "dim"), t.file)
             flags = []
             if len(t.pieces) > 1:
-                ranks = sorted({p.rank for p in t.pieces if p.rank is not None})
-                spread = f", ranks {ranks[0]}..{ranks[-1]}" if len(ranks) > 1 else ""
+                tps = sorted({p.tp for p in t.pieces if p.tp is not None})
+                ranks = tps or sorted({p.rank for p in t.pieces if p.rank is not None})
+                which = "TP ranks" if tps else "ranks"
+                spread = f", {which} {ranks[0]}..{ranks[-1]}" if len(ranks) > 1 else ""
                 flags.append(f"{len(t.pieces)} pieces{spread}")
+            if t.split:
+                flags.append(f"split: {t.split}")
             if t.tied_to:
                 flags.append(f"tied to {t.tied_to}")
             if t.frozen:
