@@ -229,21 +229,28 @@ def pipe_head(embedding: PipeEmbedding, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, embedding.tok.weight)
 
 
+def pipe_spacer(x: torch.Tensor) -> torch.Tensor:
+    """A layer that is a plain function: DeepSpeed writes no layer file for it (no state_dict)."""
+    return x
+
+
 class PipeFinalNorm(nn.LayerNorm):
     def __init__(self) -> None:
         super().__init__(D_MODEL)
 
 
-def build_pipeline_gpt(num_stages: int, seed: int = 1234) -> nn.Module:
+def build_pipeline_gpt(num_stages: int, seed: int = 1234, *, spacer: bool = False) -> nn.Module:
     """TinyGPT as a deepspeed.pipe.PipelineModule: [embed (tied), positions, blocks, final LN, head (tied)].
 
     Each layer is seeded from its global index (``seed_layers``), so the weights are the same whatever
-    the number of stages: a PP=2 run and a PP=1 run start from the same model.
+    the number of stages: a PP=2 run and a PP=1 run start from the same model. ``spacer`` puts a layer
+    without parameters at index 1: its checkpoint has no ``layer_01*`` file.
     """
     from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
 
     layers = [
         TiedLayerSpec("embed", PipeEmbedding, tied_weight_attr=["tok.weight"]),
+        *([pipe_spacer] if spacer else []),
         LayerSpec(PipePositions),
         *(LayerSpec(Block) for _ in range(N_LAYER)),
         LayerSpec(PipeFinalNorm),

@@ -52,6 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (DeepSpeed AutoTP; hf-llama models)")
     p.add_argument("--pp", type=int, default=0,
                    help="pipeline stages: train TinyGPT as a deepspeed.pipe.PipelineModule (0: a plain module)")
+    p.add_argument("--pipe-spacer", action="store_true", help="with --pp: a layer without parameters at index 1")
     p.add_argument("--steps", type=int, required=True, help="train until this global step")
     p.add_argument("--save-steps", type=int, nargs="*", default=[], help="save a checkpoint at these steps")
     p.add_argument("--save-dir", type=Path, default=None)
@@ -322,7 +323,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     dp = world // model_parallel
     micro, accum = batch_split(args, dp)
     seed_everything(args.seed)
-    model = build_pipeline_gpt(args.pp, args.seed) if args.pp else build_model(args.model, args.seed)
+    if args.pp:
+        model = build_pipeline_gpt(args.pp, args.seed, spacer=args.pipe_spacer)
+    else:
+        model = build_model(args.model, args.seed)
     freeze(model, args.freeze)
     truth = pipeline_truth(model) if args.pp else describe_model(model)
     engine, *_ = deepspeed.initialize(

@@ -52,8 +52,9 @@ def layout_of(stage: int) -> str:
     return "zero3" if stage == 3 else "zero12"
 
 
-def model_states_name(stage: int, dp_rank: int = 0) -> str:
-    return f"zero_pp_rank_{dp_rank}_mp_rank_00_model_states.pt" if stage == 3 else "mp_rank_00_model_states.pt"
+def model_states_name(stage: int, mp_rank: int = 0) -> str:
+    """DP rank 0's model_states file of one model-parallel rank, as a ZeRO-1/2 or a ZeRO-3 engine names it."""
+    return f"zero_pp_rank_0_mp_rank_{mp_rank:02d}_model_states.pt" if stage == 3 else f"mp_rank_{mp_rank:02d}_model_states.pt"
 
 
 def check_folder_name(name: str) -> None:

@@ -172,14 +172,16 @@ class _DeepSpeedPlan(Plan):
             for f in self.model_files:
                 shutil.copy2(f, tmp / f.name)
             return
-        files = self.model_files if self.same_layout else self.model_files[:1]
-        for f in files:
+        # the other layout: one file per model-parallel rank (the engine checks their count against the
+        # saved mp_world_size), named the way the target stage's engine globs them
+        files = {m: f for m, f in enumerate(self.model_files)} if self.same_layout else dc.mp_model_states(self.folder)
+        for mp_rank, f in files.items():
             state = dict(safe_pickle.load(f))
             if state.get("global_steps") != self.step:
                 state["global_steps"] = self.step
                 state.pop("global_samples", None)  # DeepSpeed recomputes it as steps x batch
             state["module"] = {}
-            name = f.name if self.same_layout else ul.model_states_name(self.stage)
+            name = f.name if self.same_layout else ul.model_states_name(self.stage, mp_rank)
             ul.save(state, tmp / name)
 
     def cross_optimizer_state(self, osd: dict[str, Any], param_groups: list[dict], step: Any) -> dict[str, Any]:

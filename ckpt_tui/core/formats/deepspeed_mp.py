@@ -105,9 +105,12 @@ def build(states: dict[int, dict[str, Any]], files: dict[int, Path], tp: int, pp
                 local = []
                 for rank in range(tp):
                     mp = first + rank
-                    if name not in table[mp]:
+                    shape = table[mp].get(name)
+                    if shape is None:  # an empty shard (TP above the KV heads) has no optimizer entry
+                        shape = _empty_shard(rules, name, rank, states[mp])
+                    if shape is None:
                         raise CkptError(files[mp], f"lists no '{name}', which TP rank 0 of its stage holds")
-                    local.append((mp, table[mp][name]))
+                    local.append((mp, shape))
                 split = rules.split(name, [shape for _, shape in local])
                 try:
                     shape = split.full_shape([s for _, s in local])
@@ -121,6 +124,19 @@ def build(states: dict[int, dict[str, Any]], files: dict[int, Path], tp: int, pp
     if note:
         grid.warnings.append(note)
     return grid
+
+
+def _empty_shard(rules: TpRules, name: str, rank: int, state: dict[str, Any]) -> tuple[int, ...] | None:
+    """The shape of a TP rank's EMPTY slice of name, from its affine map or its module; None if not empty.
+
+    AutoTP with more TP ranks than KV heads leaves some ranks no rows of the attention weights: they list
+    no such parameter (ZeRO never saw it), which ds_to_universal 0.19.8 crashes on.
+    """
+    shape = rules.shard_shape(name, rank)
+    if shape is None:
+        module = dc.module_shapes(state)
+        shape = module.get(name)
+    return shape if shape is not None and math.prod(shape) == 0 else None
 
 
 def load_states(tag_dir: Path) -> tuple[dict[int, dict[str, Any]], dict[int, Path]]:

@@ -235,6 +235,19 @@ class TpRules:
         self.affine = affine.get("params") or {}
         self.vocab_size = self.info.get("original_vocab_size")
 
+    def shard_shape(self, name: str, rank: int) -> tuple[int, ...] | None:
+        """The shape of rank's slice of name as its affine map records it (None without a map)."""
+        pattern = _first(list(self.affine), name)
+        if pattern is None:
+            return None
+        try:
+            return tuple(int(d) for d in self.affine[pattern]["ranks"][rank]["shard_shape"])
+        except (KeyError, TypeError, ValueError, IndexError):
+            try:
+                return tuple(int(d) for d in self.affine[pattern]["ranks"][str(rank)]["shard_shape"])
+            except (KeyError, TypeError, ValueError, IndexError):
+                return None
+
     def _patterns(self, key: str) -> list[str]:
         value = self.info.get(key) or []
         return [str(p) for p in value] if isinstance(value, (list, tuple)) else []

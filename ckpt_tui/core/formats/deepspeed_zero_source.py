@@ -302,7 +302,12 @@ class ZeroSource(TensorSource):
 
     def _merged(self, param: mp.MpParam, state: str) -> torch.Tensor:
         """The full tensor of one state: each TP rank's slice gathered over DP, then the TP rule."""
-        slices = [self._parts[m].assemble(param.name, state).view(local) for m, local in param.slices]
+        import torch
+
+        slices = [
+            self._parts[m].assemble(param.name, state).view(local) if math.prod(local) else torch.empty(local)
+            for m, local in param.slices
+        ]
         try:
             return param.split.merge(slices, state).reshape(param.shape)
         except (ValueError, RuntimeError) as exc:
