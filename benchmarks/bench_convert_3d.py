@@ -60,6 +60,8 @@ def main() -> None:
             [ours.parent, ref.parent],
             args.repeat,
         )
+        ours_cmd = [py, "-m", "ckpt_tui", "convert", str(src), "--to", "universal", "-o", str(ours), "--workers", str(args.workers)]
+        subprocess.run(ours_cmd, capture_output=True, check=True)  # run_pair left only the reference's output
         check = subprocess.run([py, "-m", "ckpt_tui", "verify", str(ref), str(ours), "--states"], capture_output=True, text=True)
         print(f"{'':<34} verify ours vs ds_to_universal: {check.stdout.strip().splitlines()[-1] if check.stdout else check.stderr.strip()}")
 

@@ -22,7 +22,7 @@ from ckpt_tui.core.inspect import open_checkpoint
 from ckpt_tui.demo.launch import run_training
 from tests.fixtures import ALL_3D, ALL_3D_REFERENCED, Fixture
 from tests.fixtures.builder import RUN_BY_ID
-from tests.helpers import ckpt_tui
+from tests.helpers import assert_one_line_error, ckpt_tui
 
 FP32_TOL = 1e-5
 # bf16 layout noise: fresh PP=1 and PP=2 bf16 runs of one model already differ by ~2e-4 per step
@@ -193,3 +193,37 @@ def test_resume_at_another_zero_stage_with_tp(fixtures: dict[str, Fixture], fid:
     diff = max(abs(loss - fx.losses[step]) for step, loss in losses.items())
     print(f"{fid} -> universal ZeRO-{stage} layout (ours) -> TP 2 ZeRO-{stage}: max |diff| {diff:.2e}")
     assert sorted(losses) == list(range(5, len(fx.losses) + 1)) and diff <= FP32_TOL
+
+
+# ------------------------------------------------------------------------------------- broken inputs
+def _broken_copy(fixtures: dict[str, Fixture], tmp_path: Path) -> Path:
+    import shutil
+
+    dst = tmp_path / "ckpt"
+    shutil.copytree(fixtures["llama-tp2-z1-fp32"].path, dst)
+    return dst / RESUME_TAG
+
+
+def test_a_missing_tp_rank_is_one_line(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    tag = _broken_copy(fixtures, tmp_path)
+    (tag / "mp_rank_01_model_states.pt").unlink()
+    result = ckpt_tui("inspect", tag)
+    assert_one_line_error(result, "TP 2 x PP 1 needs 2 model-parallel ranks' files; found 1")
+    (tag / "zero_pp_rank_0_mp_rank_01_optim_states.pt").unlink()
+    result = ckpt_tui("inspect", tag)  # both files of TP rank 1 gone: still not a TP 1 checkpoint
+    assert_one_line_error(result, "found 1")
+
+
+def test_hostile_parallel_degrees_are_one_line(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """checkpoint_parallel_dimensions is read from the file: a billion TP ranks is refused, not enumerated."""
+    import torch
+
+    tag = _broken_copy(fixtures, tmp_path)
+    path = tag / "mp_rank_00_model_states.pt"
+    state = torch.load(path, weights_only=False)
+    state["checkpoint_parallel_dimensions"] = {"tp_degree": 10**9, "pp_degree": 10**9}
+    torch.save(state, path)
+    for command in (("inspect", tag), ("convert", tag, "--to", "hf", "-o", tmp_path / "out")):
+        result = ckpt_tui(*command, timeout=60)
+        assert_one_line_error(result, "model-parallel ranks' files; found 2")
+    assert not (tmp_path / "out").exists()

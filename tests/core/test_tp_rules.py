@@ -104,8 +104,10 @@ def test_affine_map_rebuilds_and_checks_replicas(tmp_path: Path) -> None:
     {"source": [10_000, [4, 1]]},  # reaches past the full tensor
     {"dest": [-1, [4, 1]]},  # before the shard
     {"source": [0, [4]]},  # strides of the wrong rank
+    {"shape": [0, 4]},  # leaves half the tensor uncovered
 ])
 def test_hostile_affine_blocks_are_refused(evil: dict) -> None:
+    """Offsets, strides and shapes of an affine map come from the file: as_strided never sees a bad one."""
     entry = {"logical_shape": [6, 4], "ranks": {
         0: {"shard_shape": [3, 4], "pieces": [{"shape": [3, 4], "source": [0, [4, 1]], "dest": [0, [4, 1]], "locations": [0]}]},
         1: {"shard_shape": [3, 4], "pieces": [{"shape": [3, 4], "source": [12, [4, 1]], "dest": [0, [4, 1]], "locations": [1]}]},
@@ -113,6 +115,15 @@ def test_hostile_affine_blocks_are_refused(evil: dict) -> None:
     entry["ranks"][1]["pieces"][0].update(evil)
     info = {"affine_map": {"version": 1, "params": {r"^w$": entry}}}
     with pytest.raises(ValueError):
+        _ours(info, "w", [torch.zeros(3, 4), torch.zeros(3, 4)])
+
+
+def test_a_huge_logical_shape_is_refused_before_allocating() -> None:
+    entry = {"logical_shape": [2**31, 2**20], "ranks": {
+        r: {"shard_shape": [3, 4], "pieces": [{"shape": [3, 4], "source": [0, [4, 1]], "dest": [0, [4, 1]], "locations": [r]}]}
+        for r in (0, 1)}}
+    info = {"affine_map": {"version": 1, "params": {r"^w$": entry}}}
+    with pytest.raises(ValueError, match="blocks hold 24"):
         _ours(info, "w", [torch.zeros(3, 4), torch.zeros(3, 4)])
 
 

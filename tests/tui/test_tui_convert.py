@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -374,3 +375,55 @@ def test_default_output_is_beside_the_source(fresh_workspace, target):
         assert default_output(tag_dir, "universal") == Path(
             "workspace/tiny-zero2-bf16-universal/global_step2_universal"
         )
+
+
+def widget_text(widget) -> str:  # noqa: ANN001
+    return "\n".join(line.text for line in widget.render_lines(widget.region.reset_offset)) if widget.region else ""
+
+
+def rendered(widget, width: int = 120) -> str:  # noqa: ANN001
+    """What a widget's render() draws now, as plain text (its strips may still be the last frame's)."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(widget.render())
+    return console.export_text()
+
+
+def test_a_tensor_parallel_checkpoint_shows_full_shapes_and_converts(fixtures, tmp_path, monkeypatch):
+    """An AutoTP TP 2 save: the facts name the layout, the tree the FULL shapes, the tensor line its split;
+    the Convert dialog says the universal output resumes at any layout, and the conversion matches."""
+    import shutil
+
+    from ckpt_tui.tui.widgets.facts import FactsPanel
+    from ckpt_tui.tui.widgets.tensor_detail import TensorDetail
+
+    fx = fixtures["llama-tp2-z1-fp32"]
+    shutil.copytree(fx.path, tmp_path / "ws" / "llama-tp2")
+    monkeypatch.chdir(tmp_path)
+    source = Path("ws/llama-tp2")
+    app = CkptApp(Path("ws"))
+
+    async def scenario(pilot: Pilot) -> None:
+        await scenes.open_checkpoint(pilot, source)
+        screen = app.screen
+        assert isinstance(screen, CheckpointScreen) and screen.ckpt is not None
+        assert "DP 1 × TP 2" in widget_text(screen.query_one(FactsPanel))
+        leaves = {n.path: n.tensor.shape for n in screen.tree_root.walk() if n.tensor is not None}
+        assert leaves == {name: p.shape for name, p in fx.truth.params.items()}
+        await scenes.cursor_to(pilot, "lm_head.weight")
+        detail = rendered(screen.query_one(TensorDetail))
+        assert "[256, 64]" in detail and "split affine map" in detail and "TP ranks 0..1" in detail
+        await pilot.press("x")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConvertDialog) and app.screen.source is not None)
+        dialog = app.screen
+        await choose(pilot, "target", "universal")
+        assert "TP 2" in str(dialog.query_one("#convert-source", Static).render())
+        assert "any TP × PP × DP" in str(dialog.query_one("#stage-note").render())
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: app.job is not None and app.job.convert.finished, timeout=120)
+        assert app.job.succeeded, app.job.convert.error
+
+    drive(app, scenario)
+    out = next(Path("ws").glob("*universal*/*_universal"))
+    assert verify(source, out).ok

@@ -549,3 +549,4 @@ def test_single_file_argument_opens_it(tmp_path, monkeypatch, fixtures):
         assert isinstance(app.screen, BrowserScreen)
 
     drive(app, scenario)
+

@@ -87,11 +87,11 @@ def degrees(state: dict[str, Any], mp_ranks: int) -> tuple[int, int]:
 def build(states: dict[int, dict[str, Any]], files: dict[int, Path], tp: int, pp: int) -> MpGrid:
     """The grid from every mp rank's model_states dict (states[M], M = pp * TP + tp)."""
     grid = MpGrid(tp, pp)
-    missing = [m for m in range(tp * pp) if m not in states]
-    if missing:
-        where = files[min(files)].parent if files else None
-        names = ", ".join(f"mp_rank_{m:02d}" for m in missing)
-        raise CkptError(where, f"TP {tp} x PP {pp} needs {tp * pp} model-parallel ranks' files; missing {names}")
+    where = files[min(files)].parent if files else None
+    if tp * pp != len(states) or any(m not in states for m in range(tp * pp)):
+        # the degrees come from the file: compare counts before enumerating anything they claim
+        found = ", ".join(f"mp_rank_{m:02d}" for m in sorted(states)[:8]) + (" ..." if len(states) > 8 else "")
+        raise CkptError(where, f"TP {tp} x PP {pp} needs {tp * pp:,} model-parallel ranks' files; found {len(states)}: {found}")
     info = states[0].get("universal_checkpoint_info")
     rules = TpRules(info, tp, files[0])
     shapes = {m: dict(dc.param_shapes(files[m], states[m])) for m in states}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ckpt_tui.core.errors import CkptError
@@ -172,13 +173,43 @@ class TpSplit:
             param = param[: self.vocab_rows]
         return param
 
+    @cached_property
+    def _tiles(self) -> bool:
+        """True when the map's distinct blocks are boxes of the full tensor that tile it exactly (what
+        AutoTP writes): then a merge needs no per-value coverage bookkeeping, only copies."""
+        strides = _row_major(self.affine_shape)
+        boxes: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+        for blocks in self.affine:
+            for b in blocks:
+                if not b.numel:
+                    continue
+                if len(b.shape) != len(self.affine_shape) or any(
+                    n > 1 and s != w for n, s, w in zip(b.shape, b.source[1], strides)
+                ):
+                    return False
+                offsets = _unravel(b.source[0], self.affine_shape)
+                if any(o + n > d for o, n, d in zip(offsets, b.shape, self.affine_shape)):
+                    return False
+                boxes.add((offsets, b.shape))
+        distinct = sorted(boxes)
+        for i, (o1, s1) in enumerate(distinct):
+            for o2, s2 in distinct[i + 1:]:
+                if all(a < c + m and c < a + n for a, n, c, m in zip(o1, s1, o2, s2)):
+                    return False  # two different blocks share values
+        return sum(math.prod(size) for _, size in distinct) == math.prod(self.affine_shape)
+
     def _rebuild(self, slices: list[torch.Tensor], state: str) -> torch.Tensor:
         import torch
 
         power = SCALE_POWER.get(state, 1)
         numel = math.prod(self.affine_shape)
+        held = sum(b.numel for blocks in self.affine for b in blocks)
+        if numel > held:  # the shape comes from the file: check it before allocating it
+            raise ValueError(f"its affine map describes {numel:,} values but its blocks hold {held:,}")
         full = torch.empty(numel, dtype=slices[0].dtype)
-        covered = torch.zeros(numel, dtype=torch.bool)
+        tiles = self._tiles
+        covered = None if tiles else torch.zeros(numel, dtype=torch.bool)
+        written: set[tuple[int, tuple[int, ...], tuple[int, ...]]] = set()
         for rank, blocks in enumerate(self.affine):
             flat = slices[rank].reshape(-1).contiguous()
             for b in blocks:
@@ -192,14 +223,20 @@ class TpSplit:
                 if b.scale != 1.0:
                     values = values / b.scale**power
                 target = torch.as_strided(full, b.shape, b.source[1], b.source[0])
-                seen = torch.as_strided(covered, b.shape, b.source[1], b.source[0])
-                if bool(seen.all()):
+                if covered is None:
+                    key = (b.source[0], b.shape, b.source[1])
+                    replica = key in written
+                    written.add(key)
+                else:
+                    seen = torch.as_strided(covered, b.shape, b.source[1], b.source[0])
+                    replica = bool(seen.all())
+                    seen.fill_(True)
+                if replica:
                     if not torch.equal(target, values):
                         raise ValueError(f"TP rank {rank} holds different values for a replicated block")
                     continue
                 target.copy_(values)
-                seen.fill_(True)
-        if not bool(covered.all()):
+        if covered is not None and not bool(covered.all()):
             raise ValueError(f"its affine map leaves {int((~covered).sum()):,} values uncovered")
         return full.view(self.affine_shape)
 

@@ -222,6 +222,10 @@ def _check_rank_files(ckpt: Checkpoint) -> None:
         return
     ranks = {(f.rank, _mp_rank(f.path)) for f in optim}
     mp_ranks = ckpt.layout.tp * ckpt.layout.pp
+    if mp_ranks * dp > len(optim) + 64:  # degrees read from the file: never enumerate a hostile count
+        ckpt.warnings.append(f"the run had {mp_ranks * dp:,} ranks but there are {len(optim)} optimizer files: "
+                             "conversion of this checkpoint will fail")
+        return
     missing = sorted((m, d) for m in range(mp_ranks) for d in range(dp) if (d, m) not in ranks)
     if missing:
         where = ", ".join(f"DP {d}" + (f" of mp rank {m}" if mp_ranks > 1 else "") for m, d in missing)

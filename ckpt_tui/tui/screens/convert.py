@@ -114,7 +114,7 @@ class ConvertDialog(ShowsWorkerFailures, ModalScreen[ConvertRequest | None]):
                     [("as source", KEEP), *[(f"ZeRO-{s}", str(s)) for s in STAGES]], value=KEEP,
                     allow_blank=False, compact=True, id="stage",
                 )
-                yield Label("ZeRO layout the output is written for", classes="field-note")
+                yield Label("ZeRO layout the output is written for", classes="field-note", id="stage-note")
             with Horizontal(classes="field"):
                 yield Label("workers", classes="field-label")
                 yield Input(str(DEFAULT_WORKERS), id="workers", compact=True, restrict=r"\d*", classes="short")
@@ -155,7 +155,12 @@ class ConvertDialog(ShowsWorkerFailures, ModalScreen[ConvertRequest | None]):
         if ckpt.step is not None:
             facts.append(f" · step {ckpt.step:,}")
         facts.append(f" · {plural(len(ckpt.tensors), 'tensor')} · {human_bytes(ckpt.total_bytes)}")
+        sharded = ckpt.layout.tp * ckpt.layout.pp > 1
+        if sharded:
+            facts.append(f" · {ckpt.layout.describe()}")
         self.query_one("#convert-source", Static).update(facts)
+        if sharded:  # a universal folder holds full tensors: the resuming run picks its own layout
+            self.query_one("#stage-note", Label).update("ZeRO layout; it resumes at any TP × PP × DP")
         defaults = adapter_for(ckpt.kind).defaults
         target = defaults.target
         stage = self.query_one("#stage", Select)

@@ -81,14 +81,15 @@ class TensorDetail(Static):
                 size.append(f" · {node.share * 100:.2f}% of total")
             where = Text.assemble(("file ", "dim"), t.file)
             flags = []
-            if len(t.pieces) > 1:
+            lines = [title, size, where]
+            if t.split:  # a TP-split tensor: how, and over which ranks, on a line of its own
                 tps = sorted({p.tp for p in t.pieces if p.tp is not None})
-                ranks = tps or sorted({p.rank for p in t.pieces if p.rank is not None})
-                which = "TP ranks" if tps else "ranks"
-                spread = f", {which} {ranks[0]}..{ranks[-1]}" if len(ranks) > 1 else ""
+                spread = f" · TP ranks {tps[0]}..{tps[-1]}" if len(tps) > 1 else ""
+                lines.append(Text.assemble(("split ", "dim"), t.split + spread))
+            elif len(t.pieces) > 1:
+                ranks = sorted({p.rank for p in t.pieces if p.rank is not None})
+                spread = f", ranks {ranks[0]}..{ranks[-1]}" if len(ranks) > 1 else ""
                 flags.append(f"{len(t.pieces)} pieces{spread}")
-            if t.split:
-                flags.append(f"split: {t.split}")
             if t.tied_to:
                 flags.append(f"tied to {t.tied_to}")
             if t.frozen:
@@ -99,9 +100,9 @@ class TensorDetail(Static):
                 flags.append("states " + ",".join(t.states))
             if flags:
                 where.append(" · " + " · ".join(flags), style="italic")
-            for line in (title, size, where):
+            for line in lines:
                 line.no_wrap, line.overflow = True, "ellipsis"
-            return Group(title, size, where, *self._stats_view(used=3))
+            return Group(*lines, *self._stats_view(used=len(lines)))
         facts = Table.grid(padding=(0, 1))
         facts.add_column(style="dim", no_wrap=True)
         facts.add_column(no_wrap=True, overflow="ellipsis")
