@@ -186,11 +186,7 @@ def _zero3_files(ckpt: Checkpoint) -> tuple[list[str], list[str]]:
 
 
 def _mp_rank(rel: str) -> int:
-    name = rel.rsplit("/", 1)[-1]
-    match = dc.OPTIM_STATES.match(name) or dc.ZERO3_MODEL_STATES.match(name)
-    if match is None:
-        return 0
-    return int(match.group(match.re.groups))
+    return dc.mp_rank_of(rel.rsplit("/", 1)[-1]) or 0
 
 
 def zero3_pieces(numel: int, at: int, files: list[str]) -> tuple[Piece, ...]:
