@@ -2,7 +2,9 @@
 
 Launched by bench_convert_3d.py as `torchrun --nproc_per_node N benchmarks/big_3d_model.py OUT KIND SIZE`:
 - KIND tp: a Llama (hidden SIZE, 5 layers) under DeepSpeed AutoTP, TP = N, ZeRO-1;
-- KIND pp: a PipelineModule of 16 Linear(SIZE, SIZE) layers on N stages, ZeRO-1.
+- KIND pp: a PipelineModule of 16 Linear(SIZE, SIZE) layers on N stages, ZeRO-1;
+- KIND tppp: the demo's Megatron-style GPT (ckpt_tui.demo.megatron_gpt) at hidden SIZE, 2 layers, TP 2 x PP 2
+  (N = 4), ZeRO-1: fused GQA QKV and SwiGLU sub-params, row-parallel, a padded vocabulary (8000 -> 8192).
 Real DeepSpeed files, so ds_to_universal accepts them; the models are big, not clever.
 """
 
@@ -39,6 +41,16 @@ def main() -> None:
         loss = torch.nn.functional.cross_entropy(engine(ids).logits.float().view(-1, 8192), ids.view(-1))
         engine.backward(loss)
         engine.step()
+    elif kind == "tppp":
+        from ckpt_tui.demo.megatron_gpt import MegatronShape, build_megatron_gpt
+
+        shape = MegatronShape(d_model=size, n_head=16, n_kv_head=8, n_layer=2, ffn=int(size * 2.6875), vocab=8000,
+                              seq_len=16, vocab_divisible_by=128)
+        model = build_megatron_gpt(num_stages=2, tp=2, shape=shape)
+        config["train_batch_size"] = world // 4
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
+        ids = torch.randint(0, shape.vocab, (1, shape.seq_len))
+        engine.train_batch(iter([(ids, ids)]))
     else:
         from deepspeed.pipe import LayerSpec, PipelineModule
 

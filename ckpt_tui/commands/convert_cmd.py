@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-shard-size", help="hf: split into shards of at most this size (e.g. 5GB)")
     p.add_argument("--step", type=int, help="universal: the last completed step; training resumes at STEP+1 (default: the source's)")
     p.add_argument("--stage", type=int, choices=STAGES, help="universal: ZeRO stage layout to write")
+    p.add_argument("--hints-from", type=Path, metavar="CKPT",
+                   help="universal from HF weights: take the TP restore hints (split dims, sub-params, vocabulary "
+                        "padding) from this DeepSpeed checkpoint of the same model, to resume it at any TP degree")
     p.add_argument(
         "--workers", type=int, default=DEFAULT_WORKERS, help=f"tensors read ahead in parallel (default {DEFAULT_WORKERS})"
     )
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         max_shard_size=parse_size(args.max_shard_size) if args.max_shard_size else None,
         step=args.step,
         stage=args.stage,
+        hints_from=args.hints_from,
         workers=args.workers,
     )
     options.check()  # before opening the source: a typo fails fast

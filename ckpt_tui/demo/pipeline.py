@@ -67,15 +67,24 @@ class DemoSettings:
     stage: int = 3
     dtype: str = "fp32"
     device: str = "cpu"  # cpu (gloo) | cuda (NCCL)
-    tp: int = 1  # tensor-parallel size of the baseline (DeepSpeed AutoTP on the tiny Llama)
+    tp: int = 1  # tensor-parallel size of the baseline (AutoTP on the tiny Llama; Megatron-style with PP)
     resume_tp: int = 1
-    pp: int = 1  # pipeline stages of the baseline (TinyGPT as a PipelineModule when either pp is > 1)
+    pp: int = 1  # pipeline stages of the baseline (a PipelineModule when either pp is > 1)
     resume_pp: int = 1
 
     @property
     def model(self) -> str:
-        """AutoTP shards transformers models (the tiny Llama); the demo's own GPT otherwise."""
-        return "hf-llama" if max(self.tp, self.resume_tp) > 1 else "gpt"
+        """TP with PP: the Megatron-style GPT; TP alone: AutoTP on the tiny Llama; else the demo's GPT."""
+        tensor_parallel = max(self.tp, self.resume_tp) > 1
+        if tensor_parallel and self.pipeline:
+            return "megatron"
+        return "hf-llama" if tensor_parallel else "gpt"
+
+    @property
+    def needs_hints(self) -> bool:
+        """HF weights of the Megatron-style model resume only with its restore hints (a padded vocabulary,
+        fused sub-params): the HF -> universal step takes them from the baseline's checkpoint."""
+        return self.model == "megatron"
 
     @property
     def pipeline(self) -> bool:
@@ -120,8 +129,6 @@ class DemoSettings:
                         ("--resume-pp", self.resume_pp)):
             if n not in (1, 2):
                 raise CkptError(None, f"{flag} must be 1 or 2 for the demo's tiny models (got {n})")
-        if self.model != "gpt" and self.pipeline:
-            raise CkptError(None, "TP and PP together need a Megatron-style model: give the demo --tp or --pp, not both")
         if self.pipeline and self.stage != 1:
             raise CkptError(None, f"--pp needs --stage 1: DeepSpeed's PipelineModule allows ZeRO-1 at most (got {self.stage})")
         if self.dtype not in ATOL:
@@ -130,7 +137,8 @@ class DemoSettings:
             raise CkptError(None, f"unknown device {self.device!r}")
 
     def describe(self) -> str:
-        model = "tiny Llama (AutoTP)" if self.model != "gpt" else "tiny GPT" + (" (PipelineModule)" if self.pipeline else "")
+        model = {"hf-llama": "tiny Llama (AutoTP)", "megatron": "Megatron-style GPT (TP x PP PipelineModule)"}.get(
+            self.model, "tiny GPT" + (" (PipelineModule)" if self.pipeline else ""))
         return (f"{model}, ZeRO-{self.stage} {self.dtype}, baseline {self.total_steps} steps at "
                 f"{self.layout(resumed=False)} (save at {self.steps}), resume at {self.layout(resumed=True)} "
                 f"on {self.device}")
@@ -292,7 +300,8 @@ def build_steps(ws: Workspace, settings: DemoSettings) -> list[Step]:
              lambda ctx: verify_step(ctx, "hf", ws.zero_checkpoint, ws.hf, states=False),
              done=lambda: _verified(ws.verify_report("hf"))),
         Step("universal-from-hf", "Convert HF to universal (Adam restarts)", ws.universal_from_hf,
-             lambda ctx: convert_step(ctx, ws.hf, ws.universal_from_hf, "universal", step=n, stage=s.stage),
+             lambda ctx: convert_step(ctx, ws.hf, ws.universal_from_hf, "universal", step=n, stage=s.stage,
+                                      hints_from=ws.zero_checkpoint if s.needs_hints else None),
              done=lambda: _universal_done(ws.universal_from_hf)),
         Step("verify-universal-from-hf", "Verify universal-from-hf/ against hf/",
              ws.verify_report("universal-from-hf"),
@@ -423,11 +432,12 @@ def _span(steps: list[int]) -> str:
 
 # ---------------------------------------------------------------------------- conversion and verify
 def convert_step(ctx: StepContext, src: Path, dst: Path, target: str, *, step: int | None = None,
-                 stage: int | None = None) -> None:
+                 stage: int | None = None, hints_from: Path | None = None) -> None:
     from ckpt_tui.core.convert.api import ConvertOptions, convert
 
     control = ctx.job_control(f"to {target}")
-    convert(src, dst, target, ConvertOptions(step=step, stage=stage), control=control, force=True)
+    options = ConvertOptions(step=step, stage=stage, hints_from=hints_from)
+    convert(src, dst, target, options, control=control, force=True)
     p = control.progress
     ctx.report(1.0, f"{p.tensors_done} tensors -> {dst.name}")
 

@@ -35,6 +35,7 @@ from ckpt_tui.demo.tiny_gpt import (
     micro_batch_indices,
     validation_batch,
 )
+from ckpt_tui.demo.megatron_gpt import UCP_VERSIONS, build_megatron_gpt
 
 LR = 1e-2
 MEGATRON_TRAIN_TAG = "lm-loss-training/lm loss"
@@ -46,12 +47,16 @@ SUPPORTS_CUDA = True  # the demo pipeline passes --device cuda when torch sees G
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ckpt_tui.demo.train", description=__doc__.split("\n")[0])
-    p.add_argument("--model", choices=MODELS, default="gpt")
+    p.add_argument("--model", choices=(*MODELS, "megatron"), default="gpt",
+                   help="megatron: the Megatron-style TP x PP GPT (a PipelineModule; see megatron_gpt)")
     p.add_argument("--stage", type=int, choices=(0, 1, 2, 3), default=1, help="ZeRO stage")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (DeepSpeed AutoTP; hf-llama models)")
+    p.add_argument("--tp", type=int, default=1,
+                   help="tensor-parallel size (DeepSpeed AutoTP for the hf-llama models; Megatron-style for megatron)")
     p.add_argument("--pp", type=int, default=0,
                    help="pipeline stages: train TinyGPT as a deepspeed.pipe.PipelineModule (0: a plain module)")
+    p.add_argument("--ucp", type=float, choices=UCP_VERSIONS, default=0.4,
+                   help="megatron: the universal_checkpoint_info version its checkpoints carry")
     p.add_argument("--pipe-spacer", action="store_true", help="with --pp: a layer without parameters at index 1")
     p.add_argument("--steps", type=int, required=True, help="train until this global step")
     p.add_argument("--save-steps", type=int, nargs="*", default=[], help="save a checkpoint at these steps")
@@ -70,10 +75,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.save_steps and args.save_dir is None:
         p.error("--save-steps needs --save-dir")
+    if args.model == "megatron":
+        args.pp = max(args.pp, 1)  # always a PipelineModule (one stage at PP 1)
+        if args.stage > 1:
+            p.error("--model megatron is a PipelineModule: ZeRO stage 0 or 1 (DeepSpeed allows no more)")
+        return args
     if args.tp > 1 and not args.model.startswith("hf-llama"):
-        p.error("--tp (AutoTP) is for the hf-llama models")
+        p.error("--tp is for the hf-llama models (AutoTP) and for --model megatron")
     if args.pp and (args.model != "gpt" or args.tp > 1 or args.stage > 1):
-        p.error("--pp is for --model gpt with ZeRO stage 0 or 1 (DeepSpeed's PipelineModule allows no more)")
+        p.error("--pp is for --model gpt or megatron with ZeRO stage 0 or 1 (DeepSpeed's PipelineModule allows no more)")
     return args
 
 
@@ -117,7 +127,7 @@ def ds_config(args: argparse.Namespace, micro: int, accum: int) -> dict[str, Any
         config["bf16"] = {"enabled": True}
     if args.load_universal:
         config["checkpoint"] = {"load_universal": True}
-    if args.tp > 1:
+    if args.tp > 1 and args.model != "megatron":
         # AutoTP checks train_batch_size against every rank, TP ranks included, and fails: give the
         # micro batch and accumulation only (DeepSpeed derives the global batch over DP ranks).
         config["tensor_parallel"] = {"autotp_size": args.tp}
@@ -147,8 +157,8 @@ def tied_pairs(model: Any) -> dict[str, str]:
 
 def describe_model(model: Any) -> dict[str, Any]:
     """Names, shapes, dtypes and flags of the model as built, before DeepSpeed touches it."""
-    params = {
-        name: {"shape": list(p.shape), "dtype": str(p.dtype).removeprefix("torch."), "frozen": not p.requires_grad}
+    params = {  # a Megatron-style shard knows the full shape it was cut from
+        name: {"shape": list(getattr(p, "logical_shape", p.shape)), "dtype": str(p.dtype).removeprefix("torch."), "frozen": not p.requires_grad}
         for name, p in model.named_parameters()
     }
     persistent = set(model.state_dict().keys())
@@ -323,7 +333,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     dp = world // model_parallel
     micro, accum = batch_split(args, dp)
     seed_everything(args.seed)
-    if args.pp:
+    if args.model == "megatron":
+        model = build_megatron_gpt(args.pp, args.tp, args.seed, ucp=args.ucp)
+    elif args.pp:
         model = build_pipeline_gpt(args.pp, args.seed, spacer=args.pipe_spacer)
     else:
         model = build_model(args.model, args.seed)
@@ -351,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if dist.get_rank() == 0 and args.save_dir is not None:
         truth.update(
             model=args.model, stage=args.stage, dtype=args.dtype, dp=dp, tp=args.tp, pp=max(args.pp, 1),
-            pipeline=bool(args.pp), seed=args.seed,
+            pipeline=bool(args.pp), seed=args.seed, ucp=args.ucp if args.model == "megatron" else None,
             train_batch_size=args.train_batch_size, micro_batch_size=micro, grad_accum=accum,
             steps=args.steps, start_step=start, save_steps=sorted(args.save_steps),
             loaded_from=loaded, load_universal=args.load_universal,

@@ -51,7 +51,7 @@ def test_listing_has_full_shapes_and_the_layout(fixtures: dict[str, Fixture], fi
     assert not [w for w in ckpt.warnings if "mp rank 0" in w]  # no TP-local caveat: the shapes are full
 
 
-@pytest.mark.parametrize("fid", [f for f in ALL_3D if "-tp2" in f])
+@pytest.mark.parametrize("fid", [f for f in ALL_3D if f.startswith("llama-tp2")])
 def test_tp_pieces_cover_each_tensor_and_name_the_rule(fixtures: dict[str, Fixture], fid: str) -> None:
     """Every TP-split tensor: its pieces (one block per TP rank) tile the full shape; replicas repeat it."""
     result = ckpt_tui("inspect", fixtures[fid].path, "--json", "--pieces")
@@ -72,6 +72,37 @@ def test_tp_pieces_cover_each_tensor_and_name_the_rule(fixtures: dict[str, Fixtu
     assert sorted((p["tp"], p["offsets"], p["sizes"]) for p in q["pieces"]) == [(0, [0, 0], [32, 64]), (1, [32, 0], [32, 64])]
     text = ckpt_tui("inspect", fixtures[fid].path, "--pieces")
     assert text.code == 0 and "tp 1" in text.out and "(affine map)" in text.out
+
+
+MEGATRON_SPLITS = {  # name -> how inspect describes its split (universal_checkpoint_info of megatron_gpt)
+    "tied_modules.embed.weight": "dim 0, vocab rows ≤ 256",
+    "1.pos.weight": "replicated",
+    "2.qkv_weight": "3 sub-params, dim 0",
+    "2.qkv_bias": "3 sub-params, dim 0",
+    "2.proj_weight": "dim 1",
+    "2.proj_bias": "replicated",
+    "2.gate_up_weight": "2 sub-params, dim 0",
+    "2.down_weight": "dim 1",
+    "3.ln1.weight": "replicated",
+    "4.norm.weight": "averaged",
+}
+
+
+@pytest.mark.parametrize("fid", [f for f in ALL_3D if f.startswith("megatron-")])
+def test_megatron_rules_split_each_parameter(fixtures: dict[str, Fixture], fid: str) -> None:
+    """Megatron-style TP (UCP 0.4 with shard widths, 0.3 without): every rule of universal_checkpoint_info
+    is named, the fused QKV's pieces are its three sub-parameters' blocks on each rank, and the padded
+    vocabulary is listed at its real size."""
+    doc = ckpt_tui("inspect", fixtures[fid].path, "--json", "--pieces").json()
+    by_name = {t["name"]: t for t in doc["tensors"]}
+    assert {n: by_name[n]["split"] for n in MEGATRON_SPLITS} == MEGATRON_SPLITS
+    assert not [w for w in doc["warnings"] if "looks fused" in w]  # qkv and gate_up have sub-param rules
+    blocks = sorted((p["tp"], p["offsets"], p["sizes"]) for p in by_name["2.qkv_weight"]["pieces"] if p["flat"] is None)
+    assert blocks == [(0, [0, 0], [32, 64]), (0, [64, 0], [16, 64]), (0, [96, 0], [16, 64]),
+                      (1, [32, 0], [32, 64]), (1, [80, 0], [16, 64]), (1, [112, 0], [16, 64])]
+    gate_up = sorted((p["tp"], p["offsets"][0]) for p in by_name["2.gate_up_weight"]["pieces"] if p["flat"] is None)
+    assert gate_up == [(0, 0), (0, 128), (1, 64), (1, 192)]
+    assert by_name["tied_modules.embed.weight"]["shape"] == [256, 64]  # 280 rows at TP 2, padding dropped
 
 
 # -------------------------------------------------------------------------------------------- values
@@ -123,6 +154,27 @@ def test_empty_tp_shards_are_listed_from_the_affine_map(fixtures: dict[str, Fixt
     assert sorted({p.tp for p in gate.pieces}) == [0, 1, 2, 3]
 
 
+def test_bf16_optimizer_pipeline_is_listed_from_its_optimizer_files(fixtures: dict[str, Fixture]) -> None:
+    """ZeRO stage 0 + bf16 (the BF16 optimizer) saves no param_shapes: the names and sizes come from its
+    param_slice_mappings, the shapes from the layer files, and the fp32 masters we merge round to exactly
+    the bf16 weights DeepSpeed wrote into those layer files."""
+    import torch
+
+    from ckpt_tui.core.sources import open_source
+
+    fx = fixtures["gpt-pp2-dp2-z0-bf16"]
+    print(f"{fx.id}: {'; '.join(fx.notes)}")
+    ckpt = open_checkpoint(fx.path)
+    assert ckpt.zero_stage == 0 and ckpt.compute_dtype == "bfloat16"
+    tag = fx.path / fx.tag
+    with open_source(ckpt) as source:
+        for name in ("2.attn.qkv.weight", "tied_modules.embed.tok.weight", "4.weight"):
+            index, key = (0, "tok.weight") if name.startswith("tied") else (int(name.split(".")[0]), name.split(".", 1)[1])
+            written = _torch_load(tag / f"layer_{index:02d}-model_states.pt")[key]
+            merged = source.read(name)
+            assert merged.dtype == torch.float32 and torch.equal(merged.to(torch.bfloat16), written), name
+
+
 def test_autotp_exports_hf_names_and_full_tensors(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
     """AutoTP names are the transformers model's: the export loads into LlamaForCausalLM as it is."""
     from safetensors.torch import load_file
@@ -145,8 +197,12 @@ def test_autotp_exports_hf_names_and_full_tensors(fixtures: dict[str, Fixture], 
 # -------------------------------------------------------------------------------------------- resume
 def _resume(fx: Fixture, work: Path, *, tp: int, pp: int, dp: int, stage: int | None = None) -> dict[int, float]:
     """Our universal conversion of step 4 (in the layout of ZeRO `stage`), resumed by real DeepSpeed at
-    TP tp x PP pp x DP dp with that stage, to step 8."""
-    stage = stage or fx.stage
+    TP tp x PP pp x DP dp with that stage, to step 8.
+
+    A stage-0 save resumes under ZeRO-1: DeepSpeed 0.19.8 reads the universal zero/ folder only when ZeRO
+    is on (a stage-0 BF16 engine takes the model_states' 'optimizer' as per-rank dicts and fails).
+    """
+    stage = stage or fx.stage or 1
     uni = convert(fx.path / RESUME_TAG, work / "u" / f"{RESUME_TAG}_universal", "universal", ConvertOptions(stage=stage))
     losses = work / "losses.json"
     args = ["--model", fx.model, "--stage", str(stage), "--dtype", fx.dtype, "--steps", str(len(fx.losses)),
@@ -165,6 +221,9 @@ def _resume(fx: Fixture, work: Path, *, tp: int, pp: int, dp: int, stage: int | 
     ("gpt-pp2-z1-fp32", 1, 1, 1, FP32_TOL),  # PP 2 -> 1
     ("llama-tp2-z1-fp32", 1, 1, 1, FP32_TOL),  # TP 2 -> 1
     ("gpt-pp2-dp2-z1-bf16", 1, 1, 2, BF16_TOL),  # PP 2 x DP 2 -> PP 1 x DP 2, bf16
+    # the BF16 optimizer's save resumes under bf16 ZeRO-1 (see _resume: DeepSpeed 0.19.8 loads no universal
+    # checkpoint into a stage-0 engine)
+    ("gpt-pp2-dp2-z0-bf16", 1, 1, 2, BF16_TOL),
     ("llama-tp2-dp2-z2-bf16", 1, 1, 2, BF16_TOL),  # TP 2 x DP 2 -> TP 1 x DP 2, bf16 ZeRO-2
     ("llama-tp2-z3-fp32", 1, 1, 1, FP32_TOL),  # ZeRO-3 + AutoTP: TP 2 -> 1
     ("llama-z1-fp32", 2, 1, 1, FP32_TOL),  # TP 1 -> 2: DeepSpeed re-slices the full tensors we wrote
@@ -173,6 +232,10 @@ def _resume(fx: Fixture, work: Path, *, tp: int, pp: int, dp: int, stage: int | 
     # what ds_to_universal 0.19.8 cannot convert (the fixture build notes its error):
     ("llama-tp4-z1-fp32", 1, 1, 1, FP32_TOL),  # TP 4 over 2 KV heads: ranks 2 and 3 hold empty shards
     ("gpt-pp2-spacer-z1-fp32", 1, 1, 1, FP32_TOL),  # no layer_01 file (a layer without parameters)
+    # Megatron-style TP x PP 2 x 2 -> 1 x 1 and -> 1 x 2, with DP 2 (the vocabulary re-padded to 260 rows)
+    ("megatron-tp2-pp2-z1-fp32", 1, 1, 2, FP32_TOL),
+    ("megatron-tp2-pp2-z1-fp32", 1, 2, 2, FP32_TOL),
+    ("megatron-tp2-z1-bf16", 1, 1, 1, BF16_TOL),  # UCP 0.3 (sub-param sizes, no widths), bf16: TP 2 -> 1
 ])
 def test_resume_at_another_layout_continues_the_curve(fixtures: dict[str, Fixture], fid: str, tp: int, pp: int,
                                                       dp: int, tol: float, tmp_path: Path) -> None:
@@ -193,6 +256,36 @@ def test_resume_at_another_zero_stage_with_tp(fixtures: dict[str, Fixture], fid:
     diff = max(abs(loss - fx.losses[step]) for step, loss in losses.items())
     print(f"{fid} -> universal ZeRO-{stage} layout (ours) -> TP 2 ZeRO-{stage}: max |diff| {diff:.2e}")
     assert sorted(losses) == list(range(5, len(fx.losses) + 1)) and diff <= FP32_TOL
+
+
+def test_hf_weights_take_megatron_hints_and_resume_at_another_tp(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """HF weights of a Megatron-style model say nothing of its vocabulary padding or fused sub-params:
+    --hints-from takes them from the DeepSpeed checkpoint, and the output carries the same hints as
+    ds_to_universal's, so DeepSpeed loads it at TP 1 (260 padded rows) where a hint-less one cannot."""
+    fx = fixtures["megatron-tp2-pp2-z1-fp32"]
+    ref = fixtures[f"{fx.id}.universal"]
+    hf = convert(fx.path / RESUME_TAG, tmp_path / "hf", "hf")
+    uni = tmp_path / "u" / f"{RESUME_TAG}_universal"
+    result = ckpt_tui("convert", hf, "--to", "universal", "-o", uni, "--step", "4", "--hints-from", fx.path / RESUME_TAG)
+    assert result.code == 0, result.err
+    for folder in sorted((ref.path / ref.tag / "zero").iterdir()):
+        if folder.is_dir():
+            theirs = {k: v for k, v in _torch_load(folder / "fp32.pt").items() if k != "param"}
+            ours = {k: v for k, v in _torch_load(uni / "zero" / folder.name / "fp32.pt").items() if k != "param"}
+            assert ours == theirs, folder.name
+    losses = tmp_path / "losses.json"
+    run_training(2, ["--model", "megatron", "--stage", "1", "--steps", "5", "--load", str(uni.parent), "--load-universal",
+                     "--losses-json", str(losses), "--eval-every", "0"], log_path=tmp_path / "train.log")
+    first = json.loads(losses.read_text())["5"]
+    assert abs(first - fx.losses[5]) <= FP32_TOL  # same weights: step 5 has the baseline's loss (Adam restarts after)
+
+    wrong = ckpt_tui("convert", hf, "--to", "universal", "-o", tmp_path / "x", "--hints-from", fixtures["llama-tp2-z1-fp32"].path)
+    assert_one_line_error(wrong, "has no parameter")
+    not_ds = ckpt_tui("convert", hf, "--to", "universal", "-o", tmp_path / "y", "--hints-from", hf)
+    assert_one_line_error(not_ds, "not a DeepSpeed checkpoint")
+    own = ckpt_tui("convert", fx.path, "--to", "universal", "-o", tmp_path / "z", "--hints-from", fx.path)
+    assert_one_line_error(own, "restore hints of its own")
+    assert not any((tmp_path / n).exists() for n in ("x", "y", "z"))
 
 
 # ------------------------------------------------------------------------------------- broken inputs
@@ -227,3 +320,25 @@ def test_hostile_parallel_degrees_are_one_line(fixtures: dict[str, Fixture], tmp
         result = ckpt_tui(*command, timeout=60)
         assert_one_line_error(result, "model-parallel ranks' files; found 2")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bf16_optimizer_file_naming_an_unknown_tensor_is_one_line(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
+    """param_slice_mappings come from the file: a name with no tensor of its size in the layer files, or a
+    mapping that is not one, is refused in one line."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(fixtures["gpt-pp2-dp2-z0-bf16"].path, tmp_path / "ckpt")
+    tag = tmp_path / "ckpt" / RESUME_TAG
+    path = tag / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    original = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False)
+    group = state["optimizer_state_dict"]["param_slice_mappings"][0]
+    name = next(iter(group))
+    group["2.not_there.weight"] = group.pop(name)
+    torch.save(state, path)
+    assert_one_line_error(ckpt_tui("inspect", tag), "'2.not_there.weight'", "no tensor of that size in the layer files")
+    original["optimizer_state_dict"]["param_slice_mappings"] = "rm -rf /"
+    torch.save(original, path)
+    assert_one_line_error(ckpt_tui("inspect", tag), "without 'param_slice_mappings'")

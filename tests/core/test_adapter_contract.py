@@ -23,9 +23,10 @@ from tests.fixtures.builder import ALL, Fixture
 # A few fixtures of each kind (every ZeRO stage, dtypes, frozen, tied, sharded HF) keep the suite fast.
 CONTRACT_FIXTURES = {
     Kind.DS_ZERO: ["gpt-z1-fp32", "gpt-z2-bf16", "gpt-z3-fp32", "gpt-z3-fp32-frozen", "hf-gpt2-z3-fp32",
-                   "hf-gpt2-z2-bf16-dp1", "gpt-pp2-z1-fp32", "llama-tp2-dp2-z2-bf16"],
+                   "hf-gpt2-z2-bf16-dp1", "gpt-pp2-z1-fp32", "llama-tp2-dp2-z2-bf16",
+                   "megatron-tp2-pp2-z1-fp32"],
     Kind.DS_UNIVERSAL: ["gpt-z1-bf16.universal", "gpt-z3-bf16.universal", "hf-gpt2-z1-fp32.universal",
-                        "llama-tp2-z1-fp32.universal"],
+                        "llama-tp2-z1-fp32.universal", "megatron-tp2-pp2-z1-fp32.universal"],
     Kind.HF_SAFETENSORS: ["hf-gpt2-safetensors-sharded", "gpt-z2-fp32-frozen.fp32"],
     Kind.HF_BIN: ["hf-gpt2-bin-sharded", "hf-gpt2-z3-fp32.fp32"],
     Kind.TENSORBOARD: ["tb-baseline", "tb-shared"],

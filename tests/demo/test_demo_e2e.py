@@ -181,6 +181,15 @@ def test_proof_holds_across_tp_and_pp(tp: int, resume_tp: int, pp: int, resume_p
 
 
 @pytest.mark.slow
+def test_proof_holds_from_tp_x_pp_to_data_parallel(tmp_path: Path) -> None:
+    """The issue's layout change: a Megatron-style GPT at TP 2 x PP 2 (4 ranks) resumed at DP 2; the HF
+    route takes the model's restore hints from the baseline (its vocabulary is padded per TP degree)."""
+    demo = run_demo(tmp_path / "ws", "--dp", "1", "--resume-dp", "2", "--stage", "1", "--tp", "2", "--resume-tp", "1",
+                    "--pp", "2", "--resume-pp", "1")
+    check_proof(demo, dp=1, resume_dp=2, stage=1, tp=2, resume_tp=1, pp=2, resume_pp=1)
+
+
+@pytest.mark.slow
 def test_fresh_redoes_every_step(z3_demo: Demo, tmp_path: Path) -> None:
     """--fresh on a copy of a finished workspace of other settings (ZeRO-3, DP 2 -> 1): every step runs
     again with the new ones (ZeRO-2, DP 1 -> 2), and the proof holds; files the demo did not write stay."""

@@ -69,8 +69,11 @@ def test_tp_and_pp_settings_pick_the_model_and_the_layouts(tmp_path: Path) -> No
     assert s.layout(resumed=False) == "DP 2 × TP 2" and "tiny Llama (AutoTP)" in s.describe()
     s = resolve_settings(tmp_path, {"pp": 2, "dp": 1, "stage": 1})
     assert (s.model, s.pipeline, s.layout(resumed=False), s.layout(resumed=True)) == ("gpt", True, "DP 1 × PP 2", "DP 1")
-    with pytest.raises(CkptError, match="not both"):
-        resolve_settings(tmp_path, {"pp": 2, "tp": 2, "stage": 1})
+    s = resolve_settings(tmp_path, {"pp": 2, "tp": 2, "dp": 1, "resume_dp": 2, "stage": 1})
+    assert (s.model, s.needs_hints, s.world(resumed=False), s.layout(resumed=False)) == ("megatron", True, 4, "DP 1 × TP 2 × PP 2")
+    assert "Megatron-style" in s.describe()
+    with pytest.raises(CkptError, match="needs --stage 1"):
+        resolve_settings(tmp_path, {"pp": 2, "tp": 2, "stage": 3})
     (tmp_path / "demo.json").write_text(json.dumps({"settings": {"steps": 4, "dp": 1, "resume_dp": 2,
                                                                  "stage": 1, "dtype": "fp32"}}))
     with pytest.raises(CkptError, match="--tp 1.*--fresh"):  # recorded before --tp existed: built at TP 1

@@ -30,6 +30,9 @@ class ConvertOptions:
     max_shard_size: int | None = None  # hf: bytes per shard
     step: int | None = None  # universal: the iteration training resumes at
     stage: int | None = None  # universal: target ZeRO stage layout (1, 2 or 3)
+    # universal, weights-only source (HF): a DeepSpeed checkpoint of the same model whose TP restore
+    # hints (cat_dim, sub-params, vocabulary padding) the output takes, so it resumes at any TP degree
+    hints_from: Path | None = None
     workers: int = 1  # tensors read ahead in parallel
 
     def check(self) -> None:

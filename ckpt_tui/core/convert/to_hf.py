@@ -31,6 +31,8 @@ def _out_dtype(t: SourceTensor, requested: str | None) -> str:
 def _validate(options) -> None:  # noqa: ANN001
     if options.dtype and dt.canonical(options.dtype) not in FLOATS:
         raise OptionError("dtype", f"--dtype must be one of fp32, bf16, fp16 (got {options.dtype!r})")
+    if options.hints_from is not None:
+        raise OptionError("hints_from", "--hints-from applies to --to universal only")
 
 
 def estimate_bytes(ckpt: Checkpoint, options) -> int:  # noqa: ANN001

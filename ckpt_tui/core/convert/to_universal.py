@@ -20,6 +20,7 @@ The output folder is the tag folder; ``latest_universal`` is written beside it o
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 from ckpt_tui.core.convert import universal_layout as ul
@@ -46,14 +47,24 @@ def estimate_bytes(ckpt: Checkpoint, options) -> int:  # noqa: ANN001
 
 def produce(ckpt: Checkpoint, tmp: Path, options, control: JobControl) -> None:  # noqa: ANN001
     stage, step = _target(ckpt, options)
-    with open_source(ckpt) as source:
+    with ExitStack() as stack:
+        source = stack.enter_context(open_source(ckpt))
         plan = make_plan(ckpt, source, stage, step)
+        stack.callback(plan.close)
         for warning in source.warnings:
             control.log(warning)
-        try:
-            _write(plan, tmp, options.workers, control)
-        finally:
-            plan.close()
+        if options.hints_from is not None:
+            _borrow_hints(plan, Path(options.hints_from), stack, control)
+        _write(plan, tmp, options.workers, control)
+
+
+def _borrow_hints(plan: Plan, path: Path, stack: ExitStack, control: JobControl) -> None:
+    """--hints-from: the restore hints of a DeepSpeed checkpoint of the same model (see Plan.borrow_hints)."""
+    from ckpt_tui.core.inspect import open_checkpoint
+
+    reference = open_checkpoint(path)
+    plan.borrow_hints(reference, stack.enter_context(open_source(reference)))
+    control.log(f"restore hints from {reference.path} ({reference.layout.describe()})")
 
 
 def _write(plan: Plan, tmp: Path, workers: int, control: JobControl) -> None:

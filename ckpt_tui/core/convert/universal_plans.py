@@ -5,13 +5,14 @@ zero/optimizer_state.pt, and the model_states file(s). See to_universal.py for t
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ckpt_tui.core import safe_pickle
 from ckpt_tui.core.convert import universal_layout as ul
-from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.errors import CkptError, OptionError
 from ckpt_tui.core.formats import deepspeed_common as dc
 from ckpt_tui.core.memory import release_mapped
 from ckpt_tui.core.model import Checkpoint
@@ -44,7 +45,7 @@ def make_plan(ckpt: Checkpoint, source: TensorSource, stage: int, step: int) -> 
     """
     ds = source.deepspeed_state()
     if ds is None:
-        return _WeightsPlan(ckpt, source, stage, step)  # HF, ZeRO-0, a weights-only universal folder
+        return WeightsPlan(ckpt, source, stage, step)  # HF, ZeRO-0, a weights-only universal folder
     if ds.universal:
         return _UniversalPlan(ckpt, source, stage, step, ds)
     return _ZeroPlan(ckpt, source, stage, step, ds)
@@ -77,6 +78,11 @@ class Plan:
     def optimizer_state(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def borrow_hints(self, reference: Checkpoint, ref_source: TensorSource) -> None:
+        """--hints-from: only a weights-only source takes another checkpoint's restore hints."""
+        raise OptionError("hints_from", "--hints-from is for a weights-only source (HF): this checkpoint has "
+                                        "restore hints of its own")
+
     def write_optimizer_state(self, zero: Path) -> None:
         ul.save(self.optimizer_state(), zero / ul.OPTIMIZER_STATE)
 
@@ -87,11 +93,12 @@ class Plan:
         """Drop mapped files."""
 
 
-class _WeightsPlan(Plan):
+class WeightsPlan(Plan):
     """HF weights (or a ZeRO-0 save): fp32 masters, zero Adam moments, step 0, a model_states of our own."""
 
     def __init__(self, ckpt: Checkpoint, source: TensorSource, stage: int, step: int) -> None:
         super().__init__(ckpt, source, stage, step)
+        self.borrowed: Callable[[str], dict[str, Any]] | None = None  # see borrow_hints
         self.owner: dict[str, str] = {}
         self.buffers: list[str] = []
         for t in source.tensors:
@@ -118,6 +125,30 @@ class _WeightsPlan(Plan):
 
     def optimizer_state(self) -> dict[str, Any]:
         return ul.fresh_optimizer_state(self.stage, _fresh_step())
+
+    def hints(self, name: str) -> dict[str, Any] | None:
+        return self.borrowed(name) if self.borrowed is not None else None
+
+    def borrow_hints(self, reference: Checkpoint, ref_source: TensorSource) -> None:
+        """Take the restore hints of a DeepSpeed checkpoint of the same model (same names, full shapes).
+
+        Weights alone do not say how a TP run splits them; without hints DeepSpeed's loader can only
+        resume at the shapes it finds (a padded vocabulary or another TP degree fails to load).
+        """
+        ds = ref_source.deepspeed_state()
+        if ds is None:
+            raise OptionError("hints_from", f"{reference.path} is not a DeepSpeed checkpoint: it has no restore hints to lend")
+        shapes = {t.name: t.shape for t in reference.tensors}
+        for item in self.items:
+            if not item.trainable:
+                continue
+            if item.name not in shapes:
+                raise OptionError("hints_from", f"{reference.path} has no parameter '{item.name}': the hints must "
+                                                "come from a checkpoint of the same model, with the same names")
+            if tuple(shapes[item.name]) != tuple(item.shape):
+                raise OptionError("hints_from", f"'{item.name}' is {list(item.shape)} here but {list(shapes[item.name])} "
+                                                f"in {reference.path}: not the same model")
+        self.borrowed = ds.hints
 
     def write_model_states(self, tmp: Path) -> None:
         state = ul.model_states(

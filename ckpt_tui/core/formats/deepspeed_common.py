@@ -10,6 +10,7 @@ from typing import Any
 from ckpt_tui.core import dtypes as dt
 from ckpt_tui.core import safe_pickle
 from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.formats import deepspeed_bf16
 from ckpt_tui.core.formats.registry import ConversionDefaults
 from ckpt_tui.core.model import Checkpoint, FileEntry, ParallelLayout
 
@@ -20,7 +21,7 @@ LATEST_UNIVERSAL = "latest_universal"
 ZERO3_MODEL_STATES = re.compile(r"^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$")
 MODEL_STATES = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
 OPTIM_STATES = re.compile(r"^(bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$")
-LAYER_STATES = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
+LAYER_STATES = deepspeed_bf16.LAYER_FILE  # layer_{L}[-model_{T}]-model_states.pt (PipelineModule)
 STEP_IN_TAG = re.compile(r"(?:global_step|step|iter_?)(\d+)")
 
 
@@ -129,9 +130,18 @@ def _rank_key(path: Path) -> tuple[int, int]:
 
 
 def load_model_states(path: Path) -> dict[str, Any]:
+    """A model_states dict (mapped); param_shapes rebuilt where the BF16 optimizer saved none."""
     state = safe_pickle.load(path, mmap=True)
     if not isinstance(state, dict) or "param_shapes" not in state and "module" not in state:
         raise CkptError(path, "not a DeepSpeed model_states file (no 'module' or 'param_shapes')")
+    mp_rank = mp_rank_of(path.name)
+    if state.get("param_shapes") is None and MODEL_STATES.match(path.name) and mp_rank is not None:
+        bf16 = [p for _, p in optim_files(path.parent, mp_rank) if p.name.startswith("bf16_")]
+        if bf16:
+            dims = state.get("checkpoint_parallel_dimensions")
+            tp = _positive(dims.get("tp_degree")) if isinstance(dims, dict) else None
+            shapes = deepspeed_bf16.recover_param_shapes(path.parent, bf16, mp_rank % (tp or 1))
+            state = {**state, "param_shapes": shapes}
     return state
 
 

@@ -219,6 +219,21 @@ class _Partitions:
         self._optim = []
 
 
+def _runs_of_block(block: Piece, runs: tuple[Piece, ...]) -> list[Piece]:
+    """A rank's ZeRO runs as runs of its one block of the full tensor.
+
+    The block may be a prefix of the rank's slice: a vocabulary-padded slice's padding rows (at its end)
+    are not part of the full tensor, so the runs are cut where the block ends.
+    """
+    limit = math.prod(block.sizes or ())
+    out = []
+    for r in runs:
+        start, count = r.flat  # type: ignore[misc]
+        if start < limit:
+            out.append(replace(block, file=r.file, rank=r.rank, flat=(start, min(count, limit - start)), at=r.at, group=r.group))
+    return out
+
+
 class ZeroSource(TensorSource):
     """fp32 master weights and Adam moments of a ZeRO 1/2/3 checkpoint, gathered across DP (and TP, PP) ranks."""
 
@@ -226,6 +241,8 @@ class ZeroSource(TensorSource):
         super().__init__(checkpoint)
         self.tag_dir = tag_dir_of(checkpoint)
         self.stage = checkpoint.zero_stage
+        if self.stage in (None, 0) and any(p.name.startswith("bf16_") for _, p in dc.optim_files(self.tag_dir, 0)):
+            self.stage = 1  # the BF16 optimizer (stage 0 + bf16): fp32 partitions in ZeRO-1's flat layout
         model_files = dc.model_states_files(self.tag_dir)
         self._models = [dc.load_model_states(p) for p in model_files]
         self._model_of = {self._rel(p): m for p, m in zip(model_files, self._models)}
@@ -284,7 +301,7 @@ class ZeroSource(TensorSource):
             mine = [b for b in boxes if b.tp == tp]
             part = self._parts[param.slices[tp][0]]
             if len(mine) == 1:  # the rank's slice is one block: its DP runs are runs of that block
-                out += [replace(mine[0], file=r.file, rank=r.rank, flat=r.flat, at=r.at, group=r.group) for r in part.pieces[owner]]
+                out += _runs_of_block(mine[0], part.pieces[owner])
             else:
                 out += [replace(b, file=self._rel(part.files[0])) for b in mine]
         return tuple(out)
