@@ -124,6 +124,11 @@ def optim_files(tag_dir: Path, mp: int) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def bf16_optim_files(tag_dir: Path, mp: int) -> list[Path]:
+    """The BF16 optimizer's files (bf16_zero_pp_rank_*) of one model-parallel rank, DP order."""
+    return [path for _, path in optim_files(tag_dir, mp) if path.name.startswith("bf16_")]
+
+
 def _rank_key(path: Path) -> tuple[int, int]:
     m = ZERO3_MODEL_STATES.match(path.name)
     return (int(m.group(2)), int(m.group(1))) if m else (0, 0)
@@ -136,7 +141,7 @@ def load_model_states(path: Path) -> dict[str, Any]:
         raise CkptError(path, "not a DeepSpeed model_states file (no 'module' or 'param_shapes')")
     mp_rank = mp_rank_of(path.name)
     if state.get("param_shapes") is None and MODEL_STATES.match(path.name) and mp_rank is not None:
-        bf16 = [p for _, p in optim_files(path.parent, mp_rank) if p.name.startswith("bf16_")]
+        bf16 = bf16_optim_files(path.parent, mp_rank)
         if bf16:
             dims = state.get("checkpoint_parallel_dimensions")
             tp = _positive(dims.get("tp_degree")) if isinstance(dims, dict) else None

@@ -241,7 +241,7 @@ class ZeroSource(TensorSource):
         super().__init__(checkpoint)
         self.tag_dir = tag_dir_of(checkpoint)
         self.stage = checkpoint.zero_stage
-        if self.stage in (None, 0) and any(p.name.startswith("bf16_") for _, p in dc.optim_files(self.tag_dir, 0)):
+        if self.stage in (None, 0) and dc.bf16_optim_files(self.tag_dir, 0):
             self.stage = 1  # the BF16 optimizer (stage 0 + bf16): fp32 partitions in ZeRO-1's flat layout
         model_files = dc.model_states_files(self.tag_dir)
         self._models = [dc.load_model_states(p) for p in model_files]
