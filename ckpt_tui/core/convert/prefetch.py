@@ -1,48 +1,46 @@
 """Read tensors ahead of the writer on worker threads: reading (page faults, gathers) overlaps writing.
 
-At most `workers` tensors are in flight, so memory stays at about workers x the largest tensor.
+A read is one tensor (a parameter for HF export, one optimizer state of a parameter for universal
+output). At most `workers` reads are in flight beside the one being written, so memory stays at about
+(workers + 1) x the largest tensor, not a parameter's weights and moments together.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 from ckpt_tui.core.convert.job import JobControl
 
-if TYPE_CHECKING:
-    import torch
-
-    from ckpt_tui.core.sources import TensorSource
+T = TypeVar("T")
+Read = tuple[str, Callable[[], T]]  # (the name progress shows, the read)
 
 
-def read_ahead(
-    source: TensorSource, names: list[str], workers: int, control: JobControl
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, tensor) in order; with workers > 1, up to `workers` reads run ahead."""
+def read_ahead(reads: list[Read], workers: int, control: JobControl) -> Iterator[tuple[str, T]]:
+    """Yield (name, value) in order; with workers > 1, up to `workers` reads run ahead."""
     if workers <= 1:
-        for name in names:
+        for name, read in reads:
             control.working_on(name)
-            yield name, source.read(name)
+            yield name, read()
         return
     pending: deque[tuple[str, Future]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckpt-read") as pool:
-        todo = iter(names)
+        todo = iter(reads)
         try:
-            for name in todo:
-                pending.append((name, pool.submit(source.read, name)))
+            for name, read in todo:
+                pending.append((name, pool.submit(read)))
                 if len(pending) >= workers:
                     break
             while pending:
                 name, future = pending.popleft()
                 control.working_on(name)
-                tensor = future.result()
+                value = future.result()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    pending.append((nxt, pool.submit(source.read, nxt)))
-                yield name, tensor
+                    pending.append((nxt[0], pool.submit(nxt[1])))
+                yield name, value
         finally:
             for _, future in pending:
                 future.cancel()

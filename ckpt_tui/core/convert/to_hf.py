@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 from ckpt_tui.core import dtypes as dt
@@ -62,7 +63,7 @@ def produce(ckpt: Checkpoint, tmp: Path, options, control: JobControl) -> None: 
             control.log(warning)
         control.begin(len(plan), writer.total_bytes)
         try:
-            stream = read_ahead(source, [p.name for p in plan], options.workers, control)
+            stream = read_ahead([(p.name, partial(source.read, p.name)) for p in plan], options.workers, control)
             for planned, (name, tensor) in zip(plan, stream):
                 if dt.canonical(tensor.dtype) != planned.dtype:
                     tensor = tensor.to(_torch_dtype(planned.dtype))

@@ -21,6 +21,7 @@ The output folder is the tag folder; ``latest_universal`` is written beside it o
 from __future__ import annotations
 
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 from ckpt_tui.core.convert import universal_layout as ul
@@ -74,11 +75,18 @@ def _write(plan: Plan, tmp: Path, workers: int, control: JobControl) -> None:
     zero.mkdir()
     control.log(f"universal layout for ZeRO-{'3' if plan.stage == 3 else '1/2'}, resuming after step {plan.step}")
     control.begin(len(plan.items), sum(i.nbytes for i in plan.items))
-    for name, states in read_ahead(plan, [i.name for i in plan.items], workers, control):
-        item = plan.item(name)
-        hints = plan.hints(name) if item.trainable else None
-        written = ul.write_param_folder(zero / name, states, plan.layout, trainable=item.trainable, hints=hints)
-        control.advance(name, written)
+    states = {item.name: plan.states(item.name) for item in plan.items}
+    reads = [(i.name, partial(plan.read_state, i.name, state)) for i in plan.items for state in states[i.name]]
+    stream = read_ahead(reads, workers, control)  # one state at a time: memory follows one tensor
+    for item in plan.items:
+        folder = zero / item.name
+        folder.mkdir()
+        hints = plan.hints(item.name) if item.trainable else None
+        written = 0
+        for state in states[item.name]:
+            _, value = next(stream)
+            written += ul.write_param_state(folder, state, value, plan.layout, trainable=item.trainable, hints=hints)
+        control.advance(item.name, written)
     control.check()
     plan.write_optimizer_state(zero)
     plan.write_model_states(tmp)

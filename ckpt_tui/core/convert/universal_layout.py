@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 ZERO = "zero"
 OPTIMIZER_STATE = "optimizer_state.pt"
+FP32 = "fp32"  # a parameter folder's master weights (fp32.pt)
 MOMENTS = ("exp_avg", "exp_avg_sq")
 LATEST_UNIVERSAL = "latest_universal"
 # ZeRO-1/2 optimizer-file keys that hold per-rank partitions: ds_to_universal leaves them out.
@@ -112,10 +113,10 @@ def save(obj: Any, path: Path) -> int:
     return path.stat().st_size
 
 
-def write_param_folder(
-    folder: Path, states: dict[str, Any], layout: str, *, trainable: bool, hints: dict[str, Any] | None = None
+def write_param_state(
+    folder: Path, state: str, value: Any, layout: str, *, trainable: bool, hints: dict[str, Any] | None = None
 ) -> int:
-    """fp32 (+ exp_avg, exp_avg_sq, step) of one parameter; returns the tensor bytes written.
+    """One file of a parameter's folder (fp32, exp_avg, exp_avg_sq or step); returns the tensor bytes written.
 
     ZeRO-1/2 layout: a trainable parameter's files hold its restore hints beside the tensor (``cat_dim``,
     and for TP checkpoints ``vocab_tensor``, sub-param shapes ...), as ds_to_universal writes them. ZeRO-3
@@ -124,23 +125,19 @@ def write_param_folder(
     """
     import torch
 
-    folder.mkdir()
-    written = 0
-    for state, value in states.items():
-        if state == "step":
-            if layout == "zero12":
-                save(value, folder / "step.pt")
-            continue
-        value = owned(value.to(torch.float32))
-        if layout == "zero3" and hints is None:
-            obj: Any = value.view(-1)
-        elif trainable:
-            obj = {**(hints if hints is not None else {"cat_dim": 0}), "param": value}
-        else:
-            obj = {"param": value}
-        save(obj, folder / f"{state}.pt")
-        written += value.numel() * 4
-    return written
+    if state == "step":
+        if layout == "zero12":
+            save(value, folder / "step.pt")
+        return 0
+    value = owned(value.to(torch.float32))
+    if layout == "zero3" and hints is None:
+        obj: Any = value.view(-1)
+    elif trainable:
+        obj = {**(hints if hints is not None else {"cat_dim": 0}), "param": value}
+    else:
+        obj = {"param": value}
+    save(obj, folder / f"{state}.pt")
+    return value.numel() * 4
 
 
 # ----------------------------------------------------------------------------- global state files

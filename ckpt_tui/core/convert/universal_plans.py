@@ -66,8 +66,13 @@ class Plan:
             self._by_name = {i.name: i for i in self.items}
         return self._by_name[name]
 
-    def read(self, name: str) -> dict[str, torch.Tensor]:
-        """The files of one folder: state name -> tensor (called on read-ahead threads)."""
+    def states(self, name: str) -> tuple[str, ...]:
+        """The files of one folder, in the order they are written: "fp32", then for a trainable
+        parameter "exp_avg", "exp_avg_sq" and "step"."""
+        return (ul.FP32, *ul.MOMENTS, "step") if self.item(name).trainable else (ul.FP32,)
+
+    def read_state(self, name: str, state: str) -> torch.Tensor:
+        """One file's tensor (called on read-ahead threads, one state at a time to bound memory)."""
         raise NotImplementedError
 
     def hints(self, name: str) -> dict[str, Any] | None:
@@ -113,15 +118,14 @@ class WeightsPlan(Plan):
                 self.owner[alias] = owner
                 self.items.append(Item(alias, source.entry(owner).shape, False))
 
-    def read(self, name: str) -> dict[str, torch.Tensor]:
+    def read_state(self, name: str, state: str) -> torch.Tensor:
         import torch
 
-        fp32 = self.source.read(self.owner.get(name, name)).to(torch.float32)
-        item = self.item(name)
-        if not item.trainable:
-            return {"fp32": fp32}
-        zeros = torch.zeros(item.shape, dtype=torch.float32)
-        return {"fp32": fp32, "exp_avg": zeros, "exp_avg_sq": zeros, "step": _fresh_step()}
+        if state == ul.FP32:
+            return self.source.read(self.owner.get(name, name)).to(torch.float32)
+        if state == "step":
+            return _fresh_step()
+        return torch.zeros(self.item(name).shape, dtype=torch.float32)  # Adam moments start at zero
 
     def optimizer_state(self) -> dict[str, Any]:
         return ul.fresh_optimizer_state(self.stage, _fresh_step())
@@ -269,19 +273,19 @@ class _ZeroPlan(_DeepSpeedPlan):
             self.items.append(Item(name, shape, False))
         self.trainable = known
 
-    def read(self, name: str) -> dict[str, torch.Tensor]:
+    def states(self, name: str) -> tuple[str, ...]:
+        return (ul.FP32, *self.source.states(name)) if name in self.trainable else (ul.FP32,)
+
+    def read_state(self, name: str, state: str) -> torch.Tensor:
         import torch
 
-        if name not in self.trainable:
-            shape = self.item(name).shape
-            value = self.module_value(name, shape)
-            if value is None:
-                value = self.source.read(name).to(torch.float32).reshape(shape)
-            return {"fp32": value}
-        out = {"fp32": self.source.read(name)}
-        for state in self.source.states(name):
-            out[state] = self.source.read_state(name, state)
-        return out
+        if state != ul.FP32:
+            return self.source.read_state(name, state)
+        if name in self.trainable:
+            return self.source.read(name)
+        shape = self.item(name).shape
+        value = self.module_value(name, shape)
+        return value if value is not None else self.source.read(name).to(torch.float32).reshape(shape)
 
     def optimizer_state(self) -> dict[str, Any]:
         osd = self.source_optimizer()
@@ -323,18 +327,14 @@ class _UniversalPlan(_DeepSpeedPlan):
         if self.layout == "zero12":
             self.items += [Item(a, source.entry(o).shape, False) for a, o in source.aliases.items()]
 
-    def read(self, name: str) -> dict[str, torch.Tensor]:
+    def read_state(self, name: str, state: str) -> torch.Tensor:
         import torch
 
-        item = self.item(name)
-        out = {"fp32": self.source.read(name)}  # UniversalSource resolves a tied alias to its owner
-        if not item.trainable:
-            return out
-        have = self.source.states(name)
-        for state in ul.MOMENTS:
-            out[state] = self.source.read_state(name, state) if state in have else torch.zeros(item.shape)
-        out["step"] = self.source.read_state(name, "step") if "step" in have else self._global_step()
-        return out
+        if state == ul.FP32:
+            return self.source.read(name)  # UniversalSource resolves a tied alias to its owner
+        if state in self.source.states(name):
+            return self.source.read_state(name, state)
+        return self._global_step() if state == "step" else torch.zeros(self.item(name).shape)
 
     def _global_step(self) -> Any:
         steps = (self.global_state.get("optimizer_state_dict") or {}).get("state") or {}

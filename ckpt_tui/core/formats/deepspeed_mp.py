@@ -139,10 +139,17 @@ def _empty_shard(rules: TpRules, name: str, rank: int, state: dict[str, Any]) ->
     return shape if shape is not None and math.prod(shape) == 0 else None
 
 
-def load_states(tag_dir: Path) -> tuple[dict[int, dict[str, Any]], dict[int, Path]]:
-    """Every mp rank's model_states dict (memory-mapped: their 'module' tensors are not read)."""
+def load_states(
+    tag_dir: Path, loaded: dict[Path, dict[str, Any]] | None = None,
+) -> tuple[dict[int, dict[str, Any]], dict[int, Path]]:
+    """Every mp rank's model_states dict (memory-mapped: their 'module' tensors are not read).
+
+    `loaded` holds files the caller has parsed already: a BF16-optimizer save rebuilds its param_shapes
+    from the optimizer files on every load, so each file is loaded once per listing.
+    """
     files = dc.mp_model_states(tag_dir)
-    return {m: dc.load_model_states(p) for m, p in files.items()}, files
+    known = loaded or {}
+    return {m: known[p] if p in known else dc.load_model_states(p) for m, p in files.items()}, files
 
 
 def _positive(value: Any) -> int | None:

@@ -157,8 +157,8 @@ class TpSplit:
         elif self.how == "average":
             param = sum(slices[1:], slices[0]) / len(slices)
         elif self.how == "sub2":
-            halves = [s.chunk(2, dim=0) for s in slices]
-            param = torch.cat([torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])])
+            halves = [s.chunk(2, dim=0) for s in slices]  # one cat: no intermediate copy of each half
+            param = torch.cat([h[0] for h in halves] + [h[1] for h in halves])
         elif self.how == "sub_params":
             at = [0] * len(slices)
             parts = []

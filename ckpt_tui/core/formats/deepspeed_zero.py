@@ -80,7 +80,7 @@ def read(path: Path) -> Checkpoint:
     tp, pp = mp.degrees(state, len(dc.mp_model_states(tag_dir)))
     ckpt.layout = replace(ckpt.layout, tp=tp, pp=pp)
     if tp * pp > 1:
-        ckpt.tensors = _grid_tensors(ckpt, state, root, tag_dir)
+        ckpt.tensors = _grid_tensors(ckpt, main, state, root, tag_dir)
     else:
         ckpt.tensors = _tensors(ckpt, main, state, root, tag_dir)
         note = mp.pipeline_names_note([t.name for t in ckpt.tensors])  # a PipelineModule on one stage
@@ -141,9 +141,9 @@ def _tensors(ckpt: Checkpoint, main: Path, state: dict, root: Path, tag_dir: Pat
     return out
 
 
-def _grid_tensors(ckpt: Checkpoint, state0: dict, root: Path, tag_dir: Path) -> list[TensorEntry]:
+def _grid_tensors(ckpt: Checkpoint, main: Path, state0: dict, root: Path, tag_dir: Path) -> list[TensorEntry]:
     """A TP x PP checkpoint: every parameter with its FULL shape, its pieces the TP ranks' blocks."""
-    states, files = mp.load_states(tag_dir)
+    states, files = mp.load_states(tag_dir, {main: state0})
     grid = mp.build(states, files, ckpt.layout.tp, ckpt.layout.pp)
     rel = {m: str(path.relative_to(root)) for m, path in files.items()}
     dtypes: dict[str, str] = {}
