@@ -207,13 +207,31 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64, device=self.engine.device)  # NCCL reduces GPU tensors
         for micro in range(self.accum):
             inputs, labels = self.micro_batch(step, micro)
-            loss = lm_loss(logits_of(self.engine, inputs), labels)
+            loss = self.loss(inputs, labels)
             self.engine.backward(loss)
             self.engine.step()
             total += loss.detach().double()
         dist.all_reduce(total, group=self.dp_group)
         self.check_step(step)
         return float(total) / (self.dp * self.accum)
+
+    def loss(self, inputs: Any, labels: Any) -> Any:
+        """Mean token cross-entropy of the engine's model on one batch.
+
+        AutoTP makes a tied lm_head vocabulary-parallel (DeepSpeed 0.19.8 does so by default for a tied
+        Llama): its logits are this rank's slice of the vocabulary, and the model computes the loss across
+        the TP group through the HF ``loss_function`` hook DeepSpeed installs. Our labels are already the
+        next tokens, hence ``shift_labels``.
+        """
+        if self.vocab_parallel_head:
+            return self.engine(inputs, labels=labels, shift_labels=labels).loss.float()
+        return lm_loss(logits_of(self.engine, inputs), labels)
+
+    @property
+    def vocab_parallel_head(self) -> bool:
+        from deepspeed.sequence.cross_entropy import VocabParallelCausalLMLoss
+
+        return isinstance(getattr(self.engine.module, "loss_function", None), VocabParallelCausalLMLoss)
 
     def check_step(self, step: int) -> None:
         if self.engine.global_steps != step:
@@ -224,7 +242,7 @@ class Trainer:
         inputs, labels = self._on_device(validation_batch(self.args.seed))
         self.engine.eval()
         with torch.no_grad():
-            loss = float(lm_loss(logits_of(self.engine, inputs), labels))
+            loss = float(self.loss(inputs, labels))
         self.engine.train()
         return loss
 

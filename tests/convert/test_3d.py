@@ -113,7 +113,8 @@ def test_values_equal_deepspeeds_merge(fixtures: dict[str, Fixture], fid: str) -
     result = ckpt_tui("verify", fx.path, fixtures[f"{fid}.universal"].path, "--json")
     assert result.code == 0, result.err + result.out
     report = result.json()
-    assert report["ok"] and report["tensors_compared"] == len(fx.truth.params)
+    aliases = len(fx.truth.tied)  # the alias of a tied weight is compared too (its owner's values)
+    assert report["ok"] and report["tensors_compared"] == len(fx.truth.params) + aliases
     assert report["bitwise_equal"] == report["tensors_compared"] and report["max_abs_diff"] == 0
 
 
@@ -129,6 +130,9 @@ def test_universal_equals_ds_to_universal(fixtures: dict[str, Fixture], fid: str
     ref_files = sorted(str(p.relative_to(ref_dir)) for p in (ref_dir / "zero").rglob("*.pt"))
     our_files = sorted(str(p.relative_to(ours)) for p in (ours / "zero").rglob("*.pt"))
     assert our_files == ref_files
+    # ds_to_universal 0.19.8 saves a tied alias of a TP run as mp rank 0's module entry: the TP-LOCAL slice
+    # (lm_head [128, 64] of a [256, 64] vocabulary-parallel embedding). Ours holds the full tensor.
+    tied = {f"zero/{alias}/fp32.pt": owner for alias, owner in fx.truth.tied.items()} if fx.tp > 1 else {}
     for rel in ref_files:
         if rel.endswith("optimizer_state.pt"):
             continue
@@ -136,6 +140,10 @@ def test_universal_equals_ds_to_universal(fixtures: dict[str, Fixture], fid: str
         if isinstance(a, dict):
             assert {k: v for k, v in a.items() if k != "param"} == {k: v for k, v in b.items() if k != "param"}, rel
             a, b = a["param"], b["param"]
+        if rel in tied:
+            owner = _torch_load(ours / "zero" / tied[rel] / "fp32.pt")["param"]
+            assert torch.equal(b, owner) and tuple(a.shape) != tuple(owner.shape) and torch.equal(a, owner[: a.shape[0]])
+            continue
         assert torch.is_tensor(b) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), rel
     a, b = _torch_load(ref_dir / "zero" / "optimizer_state.pt"), _torch_load(ours / "zero" / "optimizer_state.pt")
     assert a["param_groups"] == b["param_groups"]
@@ -175,23 +183,27 @@ def test_bf16_optimizer_pipeline_is_listed_from_its_optimizer_files(fixtures: di
             assert merged.dtype == torch.float32 and torch.equal(merged.to(torch.bfloat16), written), name
 
 
-def test_autotp_exports_hf_names_and_full_tensors(fixtures: dict[str, Fixture], tmp_path: Path) -> None:
-    """AutoTP names are the transformers model's: the export loads into LlamaForCausalLM as it is."""
+@pytest.mark.parametrize("fid", ["llama-tp2-z1-fp32", "llama-tp2-tied-z1-fp32"])
+def test_autotp_exports_hf_names_and_full_tensors(fixtures: dict[str, Fixture], fid: str, tmp_path: Path) -> None:
+    """AutoTP names are the transformers model's: the export loads into LlamaForCausalLM as it is. A tied
+    lm_head is left out, as save_pretrained does (the model ties it to the embedding on load)."""
     from safetensors.torch import load_file
 
     from ckpt_tui.demo.tiny_gpt import build_hf_llama
 
-    fx = fixtures["llama-tp2-z1-fp32"]
+    fx = fixtures[fid]
+    tied = fx.model == "hf-llama-tied"
     out = convert(fx.path, tmp_path / "hf", "hf")
     weights = {}
     for shard in out.glob("*.safetensors"):
         weights.update(load_file(shard))
-    model = build_hf_llama()
+    model = build_hf_llama(tied=tied)
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    assert not unexpected and not missing
-    ref = fixtures["llama-tp2-z1-fp32.universal"]
-    lm_head = _torch_load(ref.path / ref.tag / "zero" / "lm_head.weight" / "fp32.pt")["param"]
-    assert weights["lm_head.weight"].shape == (256, 64) and bool((weights["lm_head.weight"] == lm_head).all())
+    assert not unexpected and missing == (["lm_head.weight"] if tied else [])
+    ref = fixtures[f"{fid}.universal"]
+    head = "model.embed_tokens.weight" if tied else "lm_head.weight"
+    full = _torch_load(ref.path / ref.tag / "zero" / head / "fp32.pt")["param"]
+    assert full.shape == (256, 64) and bool((model.lm_head.weight == full).all())
 
 
 # -------------------------------------------------------------------------------------------- resume
@@ -226,6 +238,8 @@ def _resume(fx: Fixture, work: Path, *, tp: int, pp: int, dp: int, stage: int | 
     ("gpt-pp2-dp2-z0-bf16", 1, 1, 2, BF16_TOL),
     ("llama-tp2-dp2-z2-bf16", 1, 1, 2, BF16_TOL),  # TP 2 x DP 2 -> TP 1 x DP 2, bf16 ZeRO-2
     ("llama-tp2-z3-fp32", 1, 1, 1, FP32_TOL),  # ZeRO-3 + AutoTP: TP 2 -> 1
+    ("llama-tp2-tied-z1-fp32", 1, 1, 1, FP32_TOL),  # tied vocabulary-parallel embedding/lm_head: TP 2 -> 1
+    ("llama-tp2-tied-z3-fp32", 1, 1, 1, FP32_TOL),  # the same under ZeRO-3 (no lm_head folder: a tied alias)
     ("llama-z1-fp32", 2, 1, 1, FP32_TOL),  # TP 1 -> 2: DeepSpeed re-slices the full tensors we wrote
     ("llama-tp2-z1-fp32", 4, 1, 1, FP32_TOL),  # TP 2 -> 4 (over 2 KV heads: TP ranks 2, 3 get empty shards)
     ("gpt-pp1-z1-fp32", 1, 2, 1, FP32_TOL),  # PP 1 -> 2

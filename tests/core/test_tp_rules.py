@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_tui.core.errors import CkptError
+from ckpt_tui.core.formats.deepspeed_tp_placement import placements
 from ckpt_tui.core.formats.deepspeed_tp_rules import TpRules
 
 torch = pytest.importorskip("torch")
@@ -34,11 +35,27 @@ def _deepspeed_merge(info: dict, name: str, slices: list, tmp: Path) -> dict:
 
 
 def _ours(info: dict, name: str, slices: list) -> tuple:
+    """Our merge of the slices; where the rule has placements, the placed merge must equal it."""
     rules = TpRules(info, len(slices), "test")
-    split = rules.split(name, [tuple(s.shape) for s in slices])
+    local = [tuple(s.shape) for s in slices]
+    split = rules.split(name, local)
     merged = split.merge([s.clone() for s in slices], "fp32")
-    assert tuple(merged.shape) == split.full_shape([tuple(s.shape) for s in slices])
+    assert tuple(merged.shape) == split.full_shape(local)
+    placed = placements(split, local)
+    if placed is not None:
+        assert torch.equal(_placed(placed, slices, merged.numel()).view(merged.shape), merged)
     return merged, split
+
+
+def _placed(placed: tuple, slices: list, numel: int):  # noqa: ANN202
+    """The full tensor from placements, each rank's values fed in runs of 5 (ZeRO runs cut rows anywhere)."""
+    full = torch.full((numel,), float("nan"))
+    for rank, runs in enumerate(placed):
+        flat = slices[rank].reshape(-1)
+        for p in runs:
+            for at in range(0, p.count, 5):
+                p.put(full, at, flat[p.start + at: p.start + min(at + 5, p.count)])
+    return full
 
 
 def _subparam(patterns: list[str], shape: list, dim: int) -> dict:
@@ -58,7 +75,11 @@ CASES = {
                         "sub_param_shard_widths": {r"^qkv$": [[4, 4], [3, 1], [1, 3]]}},
                        "qkv", [(8, 4), (8, 4)]),
     "vocab": ({"vocabulary_parameter_patterns": [r"^emb$"], "original_vocab_size": 7}, "emb", [(4, 3), (4, 3)]),
+    "row_3d_uneven": ({"parameter_with_row_parallelism_patterns": [r"^c$"]}, "c", [(2, 3, 4), (2, 2, 4)]),
+    "qkv_dim1": ({"universal_checkpoint_version": 0.3,
+                  "parameter_with_sub_params": [_subparam([r"^qkv$"], [-1, 3], 1)]}, "qkv", [(4, 6), (4, 6)]),
 }
+NOT_PLACED = {"averaged", "qkv_dim1"}  # the merge needs every slice at once
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -73,6 +94,7 @@ def test_merge_equals_deepspeeds(case: str, tmp_path: Path) -> None:
     merged, split = _ours(info, name, slices)
     ref = _deepspeed_merge(info, name, slices, tmp_path)
     assert torch.equal(merged, ref["param"]), case
+    assert (placements(split, [tuple(s.shape) for s in slices]) is None) == (case in NOT_PLACED)
     ours_hints, ref_hints = split.hints(), {k: v for k, v in ref.items() if k != "param"}
     if case.startswith("qkv"):  # a SubparamShape dataclass there, our inert record of the same fields here
         ours_shape, ref_shape = ours_hints["sub_param_shape"], ref_hints["sub_param_shape"]

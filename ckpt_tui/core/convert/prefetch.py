@@ -1,8 +1,10 @@
 """Read tensors ahead of the writer on worker threads: reading (page faults, gathers) overlaps writing.
 
 A read is one tensor (a parameter for HF export, one optimizer state of a parameter for universal
-output). At most `workers` reads are in flight beside the one being written, so memory stays at about
-(workers + 1) x the largest tensor, not a parameter's weights and moments together.
+output) and the bytes it will hold. Reads run ahead of the one being written while fewer than `workers`
+are in flight and, past the first, their bytes stay within ``READ_AHEAD_BYTES``: memory stays at about
+the tensor being written plus max(READ_AHEAD_BYTES, the next tensor), whatever the worker count, instead
+of (workers + 1) x the largest tensor.
 """
 
 from __future__ import annotations
@@ -15,32 +17,36 @@ from typing import TypeVar
 from ckpt_tui.core.convert.job import JobControl
 
 T = TypeVar("T")
-Read = tuple[str, Callable[[], T]]  # (the name progress shows, the read)
+Read = tuple[str, Callable[[], T], int]  # (the name progress shows, the read, the bytes it returns)
+READ_AHEAD_BYTES = 128 << 20
 
 
-def read_ahead(reads: list[Read], workers: int, control: JobControl) -> Iterator[tuple[str, T]]:
-    """Yield (name, value) in order; with workers > 1, up to `workers` reads run ahead."""
+def read_ahead(reads: list[Read], workers: int, control: JobControl, budget: int = READ_AHEAD_BYTES) -> Iterator[tuple[str, T]]:
+    """Yield (name, value) in order; with workers > 1, reads run ahead within `workers` and `budget`."""
     if workers <= 1:
-        for name, read in reads:
+        for name, read, _ in reads:
             control.working_on(name)
             yield name, read()
         return
-    pending: deque[tuple[str, Future]] = deque()
+    pending: deque[tuple[str, Future, int]] = deque()
+    todo = deque(reads)
+
+    def fill(pool: ThreadPoolExecutor) -> None:
+        held = sum(size for _, _, size in pending)
+        while todo and len(pending) < workers and (not pending or held + todo[0][2] <= budget):
+            name, read, size = todo.popleft()
+            pending.append((name, pool.submit(read), size))
+            held += size
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ckpt-read") as pool:
-        todo = iter(reads)
         try:
-            for name, read in todo:
-                pending.append((name, pool.submit(read)))
-                if len(pending) >= workers:
-                    break
+            fill(pool)
             while pending:
-                name, future = pending.popleft()
+                name, future, _ = pending.popleft()
                 control.working_on(name)
                 value = future.result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append((nxt[0], pool.submit(nxt[1])))
+                fill(pool)
                 yield name, value
         finally:
-            for _, future in pending:
+            for _, future, _ in pending:
                 future.cancel()

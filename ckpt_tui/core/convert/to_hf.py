@@ -8,6 +8,7 @@ file metadata. config.json (and generation_config.json) are copied when the sour
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from functools import partial
 from pathlib import Path
@@ -63,7 +64,8 @@ def produce(ckpt: Checkpoint, tmp: Path, options, control: JobControl) -> None: 
             control.log(warning)
         control.begin(len(plan), writer.total_bytes)
         try:
-            stream = read_ahead([(p.name, partial(source.read, p.name)) for p in plan], options.workers, control)
+            reads = [(t.name, partial(source.read, t.name), dt.nbytes(t.dtype, math.prod(t.shape)) or 0) for t in source.tensors]
+            stream = read_ahead(reads, options.workers, control)
             for planned, (name, tensor) in zip(plan, stream):
                 if dt.canonical(tensor.dtype) != planned.dtype:
                     tensor = tensor.to(_torch_dtype(planned.dtype))

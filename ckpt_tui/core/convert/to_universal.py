@@ -76,7 +76,8 @@ def _write(plan: Plan, tmp: Path, workers: int, control: JobControl) -> None:
     control.log(f"universal layout for ZeRO-{'3' if plan.stage == 3 else '1/2'}, resuming after step {plan.step}")
     control.begin(len(plan.items), sum(i.nbytes for i in plan.items))
     states = {item.name: plan.states(item.name) for item in plan.items}
-    reads = [(i.name, partial(plan.read_state, i.name, state)) for i in plan.items for state in states[i.name]]
+    reads = [(i.name, partial(plan.read_state, i.name, state), 4 * ul.numel(i.shape))
+             for i in plan.items for state in states[i.name]]
     stream = read_ahead(reads, workers, control)  # one state at a time: memory follows one tensor
     for item in plan.items:
         folder = zero / item.name

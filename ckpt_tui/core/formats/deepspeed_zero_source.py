@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ckpt_tui.core import dtypes as dt
@@ -26,6 +27,7 @@ from ckpt_tui.core import safe_pickle
 from ckpt_tui.core.errors import CkptError
 from ckpt_tui.core.formats import deepspeed_common as dc
 from ckpt_tui.core.formats import deepspeed_mp as mp
+from ckpt_tui.core.formats.deepspeed_tp_placement import Placement, placements
 from ckpt_tui.core.formats.deepspeed_zero import tag_dir_of, zero3_pieces
 from ckpt_tui.core.memory import release_mapped
 from ckpt_tui.core.model import Checkpoint, Piece
@@ -156,34 +158,51 @@ class _Partitions:
         """A trainable param's values of one state (fp32, exp_avg, ...) from its pieces, flat."""
         import torch
 
+        out = torch.empty(self._slot(name).numel, dtype=torch.float32)
+        for piece in self.pieces[name]:
+            start, count = piece.flat  # type: ignore[misc]
+            for at, values in self._chunks(piece, state, 0, count):
+                out.narrow(0, start + at, values.numel()).copy_(values)
+        return out
+
+    def place(self, name: str, state: str, placed: tuple[Placement, ...], full: torch.Tensor) -> None:
+        """Copy this rank's values of a param's state straight to their places in the flat full tensor."""
+        self._slot(name)
+        for piece in self.pieces[name]:
+            start, count = piece.flat  # type: ignore[misc]
+            for p in placed:
+                lo, hi = max(start, p.start), min(start + count, p.start + p.count)
+                if lo < hi:
+                    for at, values in self._chunks(piece, state, lo - start, hi - lo):
+                        p.put(full, lo + at - p.start, values)
+
+    def _slot(self, name: str) -> _Slot:
         slot = self.slots.get(name)
         if slot is None:
             raise CkptError(self.tag_dir, f"mp rank {self.mp_rank}'s partitions hold no '{name}'")
-        out = torch.empty(slot.numel, dtype=torch.float32)
-        for piece in self.pieces[name]:
-            start, count = piece.flat  # type: ignore[misc]
-            self._copy_piece(piece, state, out.narrow(0, start, count))
-        return out
+        return slot
 
-    def _copy_piece(self, piece: Piece, state: str, dest: torch.Tensor) -> None:
-        """Copy one piece out of its rank's flat buffers (ZeRO-3: crossing sub-group buffers)."""
-        rank, count = int(piece.rank or 0), dest.numel()
+    def _chunks(self, piece: Piece, state: str, skip: int, count: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(position from `skip`, values): `count` values of a piece's run from `skip` on, read from its rank's
+        flat buffers (ZeRO-3: crossing sub-group buffers). Each chunk's pages are released once the caller
+        has used it (when the generator resumes)."""
+        rank = int(piece.rank or 0)
         flats = self.flat_groups(rank, state)
         if self.stage != 3:
-            src = flats[piece.group].narrow(0, piece.at, count)
-            dest.copy_(src)
+            src = flats[piece.group].narrow(0, piece.at + skip, count)
+            yield 0, src
             self._release(rank, src)
             return
         done = 0
         while done < count:
-            at = piece.at + done
+            at = piece.at + skip + done
             sub = self._sub_of(at)
             start = at - self._sub_starts[sub]
             take = min(count - done, flats[sub].numel() - start)
             if take <= 0:
                 raise CkptError(self.files[rank], f"its flat partition ends {count - done:,} values short")
             src = flats[sub].narrow(0, start, take)
-            dest.narrow(0, done, take).copy_(src)
+            yield done, src
             self._release(rank, src)
             done += take
 
@@ -250,6 +269,7 @@ class ZeroSource(TensorSource):
         self._module = state0.get("module") or {}
         self.aliases = dict(checkpoint.shared_params)
         self._parts: dict[int, _Partitions] = {}
+        self._placed: dict[str, tuple[tuple[Placement, ...], ...] | None] = {}
         if self.stage in (None, 0):
             self._init_module_only(state0)
             return
@@ -318,17 +338,30 @@ class ZeroSource(TensorSource):
     # -- reading --------------------------------------------------------------------------------
 
     def _merged(self, param: mp.MpParam, state: str) -> torch.Tensor:
-        """The full tensor of one state: each TP rank's slice gathered over DP, then the TP rule."""
+        """The full tensor of one state: each TP rank's runs copied straight to their places in it, or,
+        for rules that need every slice at once, each TP rank's slice gathered over DP, then the rule."""
         import torch
 
-        slices = [
-            self._parts[m].assemble(param.name, state).view(local) if math.prod(local) else torch.empty(local)
-            for m, local in param.slices
-        ]
         try:
-            return param.split.merge(slices, state).reshape(param.shape)
+            placed = self._placements(param)
+            if placed is None:
+                slices = [
+                    self._parts[m].assemble(param.name, state).view(local) if math.prod(local) else torch.empty(local)
+                    for m, local in param.slices
+                ]
+                return param.split.merge(slices, state).reshape(param.shape)
+            full = torch.empty(param.numel, dtype=torch.float32)
+            for (m, _), runs in zip(param.slices, placed):
+                if runs:
+                    self._parts[m].place(param.name, state, runs, full)
+            return full.view(param.shape)
         except (ValueError, RuntimeError) as exc:
             raise CkptError(self.tag_dir, f"cannot merge the TP slices of '{param.name}' ({state}): {exc}") from None
+
+    def _placements(self, param: mp.MpParam) -> tuple[tuple[Placement, ...], ...] | None:
+        if param.name not in self._placed:
+            self._placed[param.name] = placements(param.split, [local for _, local in param.slices])
+        return self._placed[param.name]
 
     def _frozen_dtype(self, param: mp.MpParam) -> str:
         state = self._model_of.get(self._rel_mp(param.slices[0][0]), self._models[0])
