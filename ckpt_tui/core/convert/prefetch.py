@@ -45,8 +45,10 @@ def read_ahead(reads: list[Read], workers: int, control: JobControl, budget: int
                 name, future, _ = pending.popleft()
                 control.working_on(name)
                 value = future.result()
+                del future  # a finished future holds its result: drop it with the value, not a read later
                 fill(pool)
                 yield name, value
+                del value
         finally:
             for _, future, _ in pending:
                 future.cancel()

@@ -87,6 +87,7 @@ def _write(plan: Plan, tmp: Path, workers: int, control: JobControl) -> None:
         for state in states[item.name]:
             _, value = next(stream)
             written += ul.write_param_state(folder, state, value, plan.layout, trainable=item.trainable, hints=hints)
+            del value  # else it stays alive while the next state is read: two full tensors at once
         control.advance(item.name, written)
     control.check()
     plan.write_optimizer_state(zero)
